@@ -1,0 +1,57 @@
+"""The `yt8m` command: one subcommand per job, each a `main(argv) -> int` in its module."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from yt8m.errors import YT8MError
+
+# subcommand -> ("module:function", one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("yt8m.data.synthetic:main", "write a synthetic dataset in the real TFRecord format"),
+    "inspect": ("yt8m.data.inspect:main", "print what the reader sees in TFRecord files"),
+    "train": ("yt8m.train:main", "train a model (the original's train.py flags)"),
+    "eval": ("yt8m.evaluate:main", "evaluate checkpoints: GAP, mAP, Hit@1, PERR"),
+    "infer": ("yt8m.inference:main", "write a Kaggle submission CSV from a checkpoint"),
+    "average": ("yt8m.ensemble:average_main", "average prediction CSVs (file_averaging.py)"),
+    "ensemble": ("yt8m.ensemble:ensemble_main", "fit ensemble weights that maximise GAP"),
+    "demo": ("yt8m.demo:main", "the whole WILLOW pipeline on synthetic data"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    rows = "\n".join(f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items())
+    return f"usage: yt8m COMMAND [flags]\n\ncommands:\n{rows}\n\n`yt8m COMMAND --help` lists a command's flags."
+
+
+def run_command(command: str, argv: list[str]) -> int:
+    """Run one subcommand; a `YT8MError` becomes a one-line message and exit status 2."""
+    target, _ = COMMANDS[command]
+    module_name, func_name = target.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(func(argv) or 0)
+    except YT8MError as err:
+        print(f"yt8m {command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"yt8m {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(command, list(COMMANDS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        print(f"yt8m: unknown command '{command}'{hint}\n\n{usage()}", file=sys.stderr)
+        return 2
+    return run_command(command, rest)

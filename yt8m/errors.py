@@ -1,0 +1,5 @@
+"""The project's error types. The command line prints their message and exits 2."""
+
+
+class YT8MError(Exception):
+    """Base of every error this project raises on purpose; the message is for the user."""
