@@ -1,0 +1,318 @@
+"""Batches of YouTube-8M records for training and evaluation (a torch IterableDataset).
+
+Each worker process reads its own share of the files, decodes records straight into a
+batch and hands over one ready batch at a time (one IPC per batch); frames stay uint8.
+
+Who reads what. The files (sorted; in training shuffled anew every epoch with
+``(seed, epoch)``) are split over ranks, then over the workers of a rank:
+``files[rank::world_size][worker::workers]``. When there are fewer files than
+``world_size * workers`` every reader reads every file and keeps record ``j`` of file ``k``
+when ``(j + k) % readers`` is its own number, so nobody idles and nothing is read twice.
+Evaluation therefore sees every record exactly once across all ranks and workers.
+
+Order. A reader's records pass through a shuffle buffer in training (seeded by
+``(seed, rank, worker)``) and are cut into batches, the last partial batch kept. The
+DataLoader takes batches from its workers in turn (worker 0, 1, ..., skipping workers that
+are done), so the sequence of batches is a function of the seed alone. Resuming at
+``start_batch=k`` replays that schedule from the files' record counts: each reader skips
+exactly the batches it contributed to the first k (reading their records without decoding
+them), and the readers are rotated so that DataLoader worker 0 is the one whose turn is next.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from yt8m.data.records import parse_frame_record, parse_video_record
+from yt8m.data.tfrecord import (
+    Payload,
+    ReadStats,
+    count_records,
+    expand_pattern,
+    read_record_views,
+)
+from yt8m.errors import YT8MError
+from yt8m.flags import FlagError, Flags
+
+FRAME_SHUFFLE_BUFFER = 1024  # records (~200 KB each)
+VIDEO_SHUFFLE_BUFFER = 8192  # records (~5 KB each)
+_FRESH_PAGES_BYTES = 1 << 25  # allocations this large are fresh zero pages (glibc mmap)
+
+Source = tuple[Payload, str, int]  # payload, file, record index in the file
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """Everything a reader needs (picklable; the same object in every worker)."""
+
+    files: tuple[str, ...]
+    features: tuple[tuple[str, int], ...]
+    frame_level: bool
+    max_frames: int
+    num_classes: int
+    batch_size: int
+    training: bool
+    epochs: int
+    seed: int
+    rank: int
+    world_size: int
+    workers: int
+    skip_corrupt: bool
+    shuffle_buffer: int
+    skip_batches: tuple[int, ...]  # per worker: batches to pass over (resume)
+    first_worker: int = 0  # the reader whose turn it is first (DataLoader worker 0 plays it)
+
+    def epoch_files(self, epoch: int) -> list[str]:
+        if not self.training:
+            return list(self.files)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.files))
+        return [self.files[i] for i in order]
+
+    def shares(self, epoch: int, worker: int) -> list[tuple[str, int, int]]:
+        """``(file, record offset, stride)`` this reader takes in `epoch`: records ``j``
+        with ``(j + offset) % stride == 0``."""
+        files = self.epoch_files(epoch)
+        readers = self.world_size * self.workers
+        if len(files) >= readers:
+            return [(f, 0, 1) for f in files[self.rank :: self.world_size][worker :: self.workers]]
+        reader = self.rank * self.workers + worker
+        return [(f, k - reader, readers) for k, f in enumerate(files)]
+
+    def batch_count(self, worker: int, counts: dict[str, int]) -> int:
+        """Batches `worker` makes over all epochs, from the files' record counts."""
+        records = 0
+        for epoch in range(self.epochs):
+            for path, offset, stride in self.shares(epoch, worker):
+                n = counts.setdefault(path, count_records(path))
+                records += len(range((-offset) % stride, n, stride))
+        return math.ceil(records / self.batch_size)
+
+
+def _round_robin_resume(batch_counts: list[int], start_batch: int) -> tuple[tuple[int, ...], int]:
+    """Where the DataLoader's round-robin order (workers taken in turn, finished ones
+    skipped) stands after `start_batch` batches: the batches each worker has contributed,
+    and the worker whose turn is next."""
+    skips = [0] * len(batch_counts)
+    remaining, done_rounds = start_batch, 0
+    while remaining > 0:
+        active = [w for w, n in enumerate(batch_counts) if n > done_rounds]
+        if not active:
+            break
+        rounds = min(batch_counts[w] for w in active) - done_rounds
+        full = min(rounds, remaining // len(active))
+        for w in active:
+            skips[w] += full
+        remaining -= full * len(active)
+        done_rounds += full
+        if full < rounds:
+            for w in active[:remaining]:
+                skips[w] += 1
+            break
+    pending = [w for w, n in enumerate(batch_counts) if skips[w] < n]
+    lowest = min((skips[w] for w in pending), default=0)
+    return tuple(skips), next((w for w in pending if skips[w] == lowest), 0)
+
+
+def _shuffled(items: Iterator[Source], size: int, rng: np.random.Generator) -> Iterator[Source]:
+    buffer: list[Source] = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        j = int(rng.integers(size))
+        yield buffer[j]
+        buffer[j] = item
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def _new_tensor(
+    shape: tuple[int, ...], dtype: torch.dtype, in_worker: bool
+) -> tuple[torch.Tensor, bool]:
+    """A tensor for a batch and whether it is already zero.
+
+    In a worker: a new shared-memory segment (it reads as zeros, POSIX ftruncate), so
+    sending it to the main process copies nothing. In process: a large batch comes zeroed
+    from fresh pages (calloc), which stay untouched where no frame is written; a small one
+    reuses freed memory, uninitialised. numpy allocates: torch's fill kernels start threads.
+    """
+    if in_worker:
+        storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+        return torch.empty(0, dtype=dtype).set_(storage, 0, shape), True
+    numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    large = math.prod(shape) * numpy_dtype.itemsize >= _FRESH_PAGES_BYTES
+    array = np.zeros(shape, numpy_dtype) if large else np.empty(shape, numpy_dtype)
+    return torch.from_numpy(array), large
+
+
+class RecordBatches(IterableDataset):
+    """Yields ready batches (see `make_loader`) of this worker's share of the records."""
+
+    def __init__(self, plan: ReadPlan) -> None:
+        super().__init__()
+        self.plan = plan
+
+    def _sources(self, worker: int, stats: ReadStats) -> Iterator[Source]:
+        plan = self.plan
+        for epoch in range(plan.epochs):
+            for path, offset, stride in plan.shares(epoch, worker):
+                for index, payload in enumerate(read_record_views(path, plan.skip_corrupt, stats)):
+                    if (index + offset) % stride == 0:
+                        yield payload, path, index
+
+    def _batch(self, sources: list[Source], in_worker: bool) -> dict:
+        plan = self.plan
+        size = len(sources)
+        dim = sum(s for _, s in plan.features)
+        labels = torch.from_numpy(np.zeros((size, plan.num_classes), np.bool_))
+        num_frames = torch.from_numpy(np.ones(size, np.int64))
+        shape = (size, plan.max_frames, dim) if plan.frame_level else (size, dim)
+        dtype = torch.uint8 if plan.frame_level else torch.float32
+        inputs, zeroed = _new_tensor(shape, dtype, in_worker)
+        inputs_np, labels_np, num_frames_np = inputs.numpy(), labels.numpy(), num_frames.numpy()
+        video_ids = []
+        for row, (payload, path, index) in enumerate(sources):
+            source = f"{path}, record {index}"
+            if plan.frame_level:
+                record = parse_frame_record(
+                    payload,
+                    plan.features,
+                    max_frames=plan.max_frames,
+                    num_classes=plan.num_classes,
+                    source=source,
+                    out=inputs_np[row],
+                )
+                num_frames_np[row] = record.num_frames
+                if not zeroed:
+                    inputs_np[row, record.num_frames :] = 0
+            else:
+                record = parse_video_record(
+                    payload, plan.features, num_classes=plan.num_classes, source=source
+                )
+                inputs_np[row] = record.features
+            video_ids.append(record.video_id)
+            labels_np[row, record.labels] = True
+        return {
+            "video_ids": video_ids,
+            "inputs": inputs,
+            "num_frames": num_frames,
+            "labels": labels,
+        }
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        plan = self.plan
+        worker = (info.id + plan.first_worker) % plan.workers if info is not None else 0
+        stats = ReadStats()
+        sources = self._sources(worker, stats)
+        if plan.training:
+            rng = np.random.default_rng([plan.seed, plan.rank, worker])
+            sources = _shuffled(sources, plan.shuffle_buffer, rng)
+        try:
+            batch: list[Source] = []
+            made = 0
+            for source in sources:
+                batch.append(source)
+                if len(batch) == plan.batch_size:
+                    if made >= plan.skip_batches[worker]:
+                        yield self._batch(batch, info is not None)
+                    made += 1
+                    batch = []
+            if batch and made >= plan.skip_batches[worker]:
+                yield self._batch(batch, info is not None)
+        except YT8MError as err:
+            if info is None:
+                raise
+            yield {"error": err}  # re-raised by BatchLoader with its own message
+        finally:
+            stats.report()
+
+
+class BatchLoader:
+    """Iterable of batch dicts; a reader's `YT8MError` is re-raised here unchanged."""
+
+    def __init__(self, plan: ReadPlan, loader: DataLoader) -> None:
+        self.plan = plan
+        self.dataloader = loader
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.dataloader:
+            if "error" in batch:
+                raise batch["error"]
+            yield batch
+
+
+def make_loader(
+    flags: Flags,
+    pattern: str,
+    *,
+    training: bool,
+    batch_size: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    start_batch: int = 0,
+    shuffle_buffer: int | None = None,
+) -> BatchLoader:
+    """Batches of the records matching `pattern` for this rank.
+
+    Each batch: ``video_ids`` list[str] [B]; ``inputs`` uint8 ``[B, max_frames, D]``
+    zero-padded (frame-level) or float32 ``[B, D]`` (video-level); ``num_frames`` int64 [B]
+    (video-level: ones); ``labels`` bool ``[B, num_classes]``.
+    Training: `flags.num_epochs` passes, shuffled by `flags.seed`; `start_batch=k` yields
+    exactly what a fresh run yields from its batch k on. Evaluation: one pass, every record
+    exactly once over all ranks and workers, in a stable order.
+    """
+    batch_size = batch_size or flags.batch_size
+    epochs = flags.num_epochs if training else 1
+    if epochs is None or epochs < 1:
+        raise FlagError(f"--num_epochs={flags.num_epochs}: give at least one pass")
+    if not 0 <= rank < world_size:
+        raise FlagError(f"rank {rank} is outside a world of {world_size} processes")
+    workers = max(0, min(flags.num_readers, os.cpu_count() or 1))
+    frame_level = flags.frame_features
+    if shuffle_buffer is None:
+        shuffle_buffer = FRAME_SHUFFLE_BUFFER if frame_level else VIDEO_SHUFFLE_BUFFER
+    plan = ReadPlan(
+        files=tuple(expand_pattern(pattern)),
+        features=tuple(flags.feature_list()),
+        frame_level=frame_level,
+        max_frames=flags.max_frames,
+        num_classes=flags.num_classes,
+        batch_size=batch_size,
+        training=training,
+        epochs=epochs,
+        seed=flags.seed,
+        rank=rank,
+        world_size=world_size,
+        workers=max(workers, 1),
+        skip_corrupt=flags.skip_corrupt_records,
+        shuffle_buffer=max(shuffle_buffer, 1),
+        skip_batches=(0,) * max(workers, 1),
+    )
+    if start_batch > 0:
+        plan = _with_resume(plan, start_batch)
+    loader = DataLoader(
+        RecordBatches(plan),
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+    )
+    return BatchLoader(plan, loader)
+
+
+def _with_resume(plan: ReadPlan, start_batch: int) -> ReadPlan:
+    if plan.workers == 1:
+        skips, first = (start_batch,), 0
+    else:
+        counts: dict[str, int] = {}
+        batch_counts = [plan.batch_count(w, counts) for w in range(plan.workers)]
+        skips, first = _round_robin_resume(batch_counts, start_batch)
+    return dataclasses.replace(plan, skip_batches=skips, first_worker=first)

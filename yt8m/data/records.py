@@ -1,0 +1,260 @@
+"""One YouTube-8M record <-> one video (fidelity.md §1, §2.2-3).
+
+Frame-level records (SequenceExample) become `FrameRecord` ``(video_id, labels, frames uint8
+[n, sum(sizes)], num_frames, segments)``: the feature lists of ``--feature_names`` are
+concatenated per frame in flag order and frames beyond ``max_frames`` are dropped
+(``num_frames = min(n, max_frames)``). Video-level records (Example) become `VideoRecord`
+``(video_id, labels, features float32 [sum(sizes)], segments)``.
+
+The id is under ``video_id`` (2017 files) or ``id`` (2018 and later); either is accepted.
+A test split without ``labels`` gives an empty label array. The 2019 segment fields
+(``segment_labels``, ``segment_start_times``, ``segment_scores``) are read when present.
+Every defect is a `RecordError` naming the file, the record and (when known) the video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from yt8m.data import wire
+from yt8m.data.tfrecord import Payload, RecordError, expand_pattern, read_record_views
+
+ID_KEYS = ("video_id", "id")
+SEGMENT_KEYS = ("segment_labels", "segment_start_times", "segment_scores")
+FeatureSpec = Sequence[tuple[str, int]]
+
+
+class Segments(NamedTuple):
+    """The 2019 segment ratings of one video (all of length S)."""
+
+    labels: np.ndarray  # int64 [S]
+    start_times: np.ndarray  # int64 [S], seconds
+    scores: np.ndarray  # float32 [S]
+
+
+class FrameRecord(NamedTuple):
+    video_id: str
+    labels: np.ndarray  # int64 [L]
+    frames: np.ndarray  # uint8 [num_frames, sum(sizes)]
+    num_frames: int
+    segments: Segments | None = None
+
+
+class VideoRecord(NamedTuple):
+    video_id: str
+    labels: np.ndarray  # int64 [L]
+    features: np.ndarray  # float32 [sum(sizes)]
+    segments: Segments | None = None
+
+
+def find_video_id(context: Mapping[str, wire.Feature], where: str) -> tuple[str, str]:
+    """``(id key, video id)`` of a record's context; an error lists the keys present."""
+    key = next((k for k in ID_KEYS if k in context), None)
+    if key is None:
+        present = ", ".join(sorted(context)) or "none"
+        raise RecordError(f"{where}: no video id: neither 'video_id' nor 'id' (keys: {present})")
+    value = context[key]
+    if not isinstance(value, list) or len(value) != 1:
+        raise RecordError(f"{where}: '{key}' must be one bytes value, got {_describe(value)}")
+    return key, value[0].decode("utf-8", errors="backslashreplace")
+
+
+def _describe(feature: wire.Feature) -> str:
+    if isinstance(feature, list):
+        return f"{len(feature)} bytes value(s)"
+    return f"{feature.size} {'float' if feature.dtype.kind == 'f' else 'int64'} value(s)"
+
+
+def _int64s(context: Mapping[str, wire.Feature], key: str, where: str) -> np.ndarray:
+    value = context.get(key, [])
+    if isinstance(value, list):
+        if value:
+            raise RecordError(f"{where}: '{key}' must be int64 values, got {_describe(value)}")
+        return np.zeros(0, np.int64)
+    if value.dtype != np.int64:
+        raise RecordError(f"{where}: '{key}' must be int64 values, got {_describe(value)}")
+    return value
+
+
+def _labels(context: Mapping[str, wire.Feature], num_classes: int, where: str) -> np.ndarray:
+    labels = _int64s(context, "labels", where)
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:
+        raise RecordError(
+            f"{where}: label {int(bad[0])} is outside 0..{num_classes - 1} "
+            f"(--num_classes={num_classes}; 4716 for 2017 data, 3862 for 2018, 1000 for 2019)"
+        )
+    return labels
+
+
+def _segments(context: Mapping[str, wire.Feature], where: str) -> Segments | None:
+    if "segment_labels" not in context:
+        return None
+    labels = _int64s(context, "segment_labels", where)
+    start_times = _int64s(context, "segment_start_times", where)
+    scores = context.get("segment_scores", [])
+    if isinstance(scores, list) and not scores:
+        scores = np.zeros(0, np.float32)
+    if isinstance(scores, list) or scores.dtype != np.float32 or len(scores) != len(labels):
+        raise RecordError(f"{where}: segment_scores must be {len(labels)} float values")
+    if len(start_times) != len(labels):
+        raise RecordError(f"{where}: segment_start_times must be {len(labels)} int64 values")
+    return Segments(labels, start_times, scores)
+
+
+def _frames_from_features(
+    features: list[wire.Feature], name: str, size: int, where: str
+) -> np.ndarray:
+    """General path: one bytes value of `size` bytes per Feature -> uint8 ``[n, size]``."""
+    frames = np.empty((len(features), size), np.uint8)
+    for i, feature in enumerate(features):
+        if not isinstance(feature, list) or len(feature) != 1 or len(feature[0]) != size:
+            got = (
+                f"{len(feature[0])} bytes"
+                if isinstance(feature, list) and len(feature) == 1
+                else _describe(feature)
+            )
+            raise RecordError(f"{where}: frame {i} of '{name}' has {got}, expected {size} bytes")
+        frames[i] = np.frombuffer(feature[0], np.uint8)
+    return frames
+
+
+def parse_frame_record(
+    payload: Payload,
+    features: FeatureSpec,
+    *,
+    max_frames: int = 300,
+    num_classes: int = 4716,
+    source: str = "record",
+    out: np.ndarray | None = None,
+) -> FrameRecord:
+    """Decode one SequenceExample. `source` names the file and record in errors.
+
+    With `out` (uint8 ``[>= max_frames, sum(sizes)]``, e.g. a row of a batch) the frames are
+    written into ``out[:num_frames]`` and `frames` is that view; rows after it are untouched.
+    """
+    try:
+        context, lists = wire.split_sequence_example(payload)
+    except RecordError as err:
+        raise RecordError(f"{source}: not a valid SequenceExample: {err}") from None
+    _, video_id = find_video_id(context, source)
+    where = f"{source}, video {video_id!r}"
+    labels = _labels(context, num_classes, where)
+    parts = []
+    for name, size in features:
+        if name not in lists:
+            hint = " (is it video-level data? then leave out --frame_features)" if not lists else ""
+            raise RecordError(
+                f"{where}: no feature list '{name}'; it has: {', '.join(sorted(lists)) or 'none'}{hint}"
+            )
+        frames = wire.fixed_bytes_frames(lists[name])
+        if frames is None or frames.shape[1] != size:
+            try:
+                decoded = wire.decode_feature_list(lists[name])
+            except RecordError as err:
+                raise RecordError(f"{where}: feature list '{name}': {err}") from None
+            frames = _frames_from_features(decoded, name, size, where)
+        if parts and len(frames) != len(parts[0]):
+            raise RecordError(
+                f"{where}: '{name}' has {len(frames)} frames but '{features[0][0]}' has "
+                f"{len(parts[0])}"
+            )
+        parts.append(frames)
+    num_frames = min(len(parts[0]), max_frames) if parts else 0
+    total = sum(size for _, size in features)
+    target = np.empty((num_frames, total), np.uint8) if out is None else out[:num_frames]
+    column = 0
+    for frames, (_, size) in zip(parts, features, strict=True):
+        target[:, column : column + size] = frames[:num_frames]
+        column += size
+    return FrameRecord(video_id, labels, target, num_frames, _segments(context, where))
+
+
+def parse_video_record(
+    payload: Payload, features: FeatureSpec, *, num_classes: int = 4716, source: str = "record"
+) -> VideoRecord:
+    """Decode one Example: the named float features concatenated in flag order."""
+    try:
+        context = wire.decode_example(payload)
+    except RecordError as err:
+        raise RecordError(f"{source}: not a valid Example: {err}") from None
+    _, video_id = find_video_id(context, source)
+    where = f"{source}, video {video_id!r}"
+    labels = _labels(context, num_classes, where)
+    values = []
+    for name, size in features:
+        value = context.get(name)
+        if value is None:
+            raise RecordError(
+                f"{where}: no feature '{name}'; it has: {', '.join(sorted(context))} "
+                "(frame-level data needs --frame_features)"
+            )
+        if isinstance(value, list) or value.dtype != np.float32 or value.size != size:
+            raise RecordError(
+                f"{where}: '{name}' has {_describe(value)}, expected {size} float values"
+            )
+        values.append(value)
+    joined = np.concatenate(values) if values else np.zeros(0, np.float32)
+    return VideoRecord(video_id, labels, joined, _segments(context, where))
+
+
+def iter_video_labels(pattern: str, num_classes: int) -> Iterator[tuple[str, np.ndarray]]:
+    """``(video_id, labels int64 [L])`` of every record matching `pattern`, frame-level or
+    video-level, in file order, without decoding any features."""
+    keys = (*ID_KEYS, "labels")
+    for path in expand_pattern(pattern):
+        for index, payload in enumerate(read_record_views(path)):
+            source = f"{path}, record {index}"
+            try:
+                context = wire.decode_context(payload, keys)
+            except RecordError as err:
+                raise RecordError(f"{source}: not a valid record: {err}") from None
+            _, video_id = find_video_id(context, source)
+            yield video_id, _labels(context, num_classes, f"{source}, video {video_id!r}")
+
+
+# ---- encoding (synthetic data, tests) --------------------------------------------------
+
+
+def _context(
+    video_id: str, labels: Sequence[int] | np.ndarray | None, id_key: str
+) -> dict[str, wire.Feature]:
+    if id_key not in ID_KEYS:
+        raise ValueError(f"id_key must be one of {ID_KEYS}, not {id_key!r}")
+    context: dict[str, wire.Feature] = {id_key: [video_id.encode()]}
+    if labels is not None:
+        context["labels"] = np.asarray(labels, dtype=np.int64)
+    return context
+
+
+def encode_frame_record(
+    video_id: str,
+    labels: Sequence[int] | np.ndarray | None,
+    frames: Mapping[str, np.ndarray],
+    *,
+    id_key: str = "video_id",
+    segments: Segments | None = None,
+) -> bytes:
+    """A frame-level SequenceExample: `frames` maps feature name -> uint8 ``[n, size]``.
+
+    ``labels=None`` writes no labels (a test split)."""
+    context = _context(video_id, labels, id_key)
+    if segments is not None:
+        context.update(zip(SEGMENT_KEYS, segments, strict=True))
+    return wire.encode_sequence_example(context, frames)
+
+
+def encode_video_record(
+    video_id: str,
+    labels: Sequence[int] | np.ndarray | None,
+    features: Mapping[str, np.ndarray],
+    *,
+    id_key: str = "video_id",
+) -> bytes:
+    """A video-level Example: `features` maps name -> float32 ``[size]``."""
+    context = _context(video_id, labels, id_key)
+    context.update({name: np.asarray(v, np.float32) for name, v in features.items()})
+    return wire.encode_example(context)
