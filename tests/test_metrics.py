@@ -1,0 +1,205 @@
+"""Hit@1, PERR, GAP and mAP (fidelity.md §6): hand-worked cases and brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from yt8m.metrics import (
+    EvaluationMetrics,
+    MetricsError,
+    gap,
+    hit_at_one,
+    mean_average_precision,
+    perr,
+    top_k_per_row,
+)
+
+# ---- brute force, written from the definitions, one video / one entry at a time ----
+
+
+def brute_ranking(row: np.ndarray) -> list[int]:
+    """Classes by confidence, highest first; equal confidence: smaller class first."""
+    return sorted(range(len(row)), key=lambda c: (-row[c], c))
+
+
+def brute_ap(entries: list[tuple[float, bool]], positives: int) -> float:
+    """AP of a pooled list; equal confidences form one threshold (metrics.py docstring)."""
+    if positives == 0:
+        return 0.0
+    entries = sorted(entries, key=lambda e: -e[0])
+    total, seen, hits, i = 0.0, 0, 0, 0
+    while i < len(entries):
+        j = i
+        while j < len(entries) and entries[j][0] == entries[i][0]:
+            j += 1
+        group_hits = sum(rel for _, rel in entries[i:j])
+        seen, hits = j, hits + group_hits
+        total += hits / seen * group_hits
+        i = j
+    return total / positives
+
+
+def brute_pool(pred: np.ndarray, labels: np.ndarray, k: int) -> list[tuple[int, float, bool]]:
+    pool = []
+    for row, lab in zip(pred, labels, strict=True):
+        for c in brute_ranking(row)[:k]:
+            pool.append((c, float(row[c]), bool(lab[c])))
+    return pool
+
+
+def brute_gap(pred, labels, k=20):
+    pool = brute_pool(pred, labels, k)
+    return brute_ap([(conf, rel) for _, conf, rel in pool], int(labels.sum()))
+
+
+def brute_maps(pred, labels, k=20):
+    pool = brute_pool(pred, labels, k)
+    aps = []
+    for c in range(labels.shape[1]):
+        entries = [(conf, rel) for cls, conf, rel in pool if cls == c]
+        aps.append(brute_ap(entries, int(labels[:, c].sum())))
+    positive = [ap for c, ap in enumerate(aps) if labels[:, c].sum() > 0]
+    return float(np.mean(aps)), float(np.mean(positive)) if positive else 0.0
+
+
+def brute_hit_at_one(pred, labels):
+    return float(
+        np.mean([lab[brute_ranking(row)[0]] for row, lab in zip(pred, labels, strict=True)])
+    )
+
+
+def brute_perr(pred, labels):
+    total = 0.0
+    for row, lab in zip(pred, labels, strict=True):
+        n = int(lab.sum())
+        if n:
+            total += sum(bool(lab[c]) and row[c] > 0 for c in brute_ranking(row)[:n]) / n
+    return total / len(pred)
+
+
+def random_split(seed: int, videos: int, classes: int, tied: bool):
+    rng = np.random.default_rng(seed)
+    pred = rng.random((videos, classes))
+    if tied:  # few distinct values: ties inside videos, across videos and at the k-th place
+        pred = np.round(pred * 4) / 4
+    labels = rng.random((videos, classes)) < 3.0 / classes
+    labels[: videos // 5] = False  # some videos without labels
+    return pred, labels
+
+
+# ---- hand-worked cases ----
+
+PRED = np.array([[0.9, 0.8, 0.1, 0.05], [0.2, 0.7, 0.6, 0.0]])
+LABELS = np.array([[1, 0, 0, 1], [0, 0, 1, 0]], dtype=bool)
+
+
+def test_gap_counts_labels_outside_every_top_k():
+    # fidelity.md §6. Top 2: 0.9 (hit), 0.8, 0.7, 0.6 (hit); class 3 of video 0 is
+    # outside its top 2 but counts: (1/1 + 2/4) / 3.
+    assert gap(PRED, LABELS, top_k=2) == pytest.approx(0.5)
+
+
+def test_gap_video_without_labels_adds_entries_not_positives():
+    pred = np.vstack([PRED, [0.95, 0.0, 0.0, 0.0]])
+    labels = np.vstack([LABELS, [0, 0, 0, 0]]).astype(bool)
+    # pooled: 0.95 (no), 0.9 (hit), 0.8, 0.7, 0.6 (hit), 0.0 (no): (1/2 + 2/5) / 3
+    assert gap(pred, labels, top_k=2) == pytest.approx(0.3)
+
+
+def test_gap_k_larger_than_vocabulary_keeps_every_class():
+    pred = np.array([[0.5, 0.9, 0.1]])
+    labels = np.array([[1, 0, 0]], dtype=bool)
+    assert gap(pred, labels, top_k=20) == pytest.approx(0.5)  # rank 2 of 3: 1/2
+
+
+def test_gap_ties_are_one_threshold_and_independent_of_video_order():
+    pred = np.array([[0.5, 0.1], [0.5, 0.1]])
+    labels = np.array([[1, 0], [0, 0]], dtype=bool)
+    assert gap(pred, labels, top_k=1) == pytest.approx(0.5)
+    assert gap(pred[::-1], labels[::-1], top_k=1) == pytest.approx(0.5)
+
+
+def test_tie_at_the_kth_place_keeps_the_smaller_class():
+    # class 0 and 1 tie; the kept one is class 0, not relevant.
+    assert gap(np.array([[0.5, 0.5]]), np.array([[0, 1]], dtype=bool), top_k=1) == 0.0
+    values, indices = top_k_per_row(torch.tensor([[0.1, 0.7, 0.7, 0.7, 0.9]]), 3)
+    assert indices.tolist() == [[4, 1, 2]]
+    assert values[0].tolist() == pytest.approx([0.9, 0.7, 0.7])
+    assert top_k_per_row(np.array([[0.3, 0.3, 0.3]]), 5)[1].tolist() == [[0, 1, 2]]
+
+
+def test_map_both_variants_by_hand():
+    # class 0: 0.9 hit -> 1; class 1: two misses, no positive -> 0; class 2: 0.6 hit -> 1;
+    # class 3: no entry, one positive -> 0.
+    assert mean_average_precision(PRED, LABELS, top_k=2) == pytest.approx(0.5)
+    only_positive = mean_average_precision(PRED, LABELS, top_k=2, positive_classes_only=True)
+    assert only_positive == pytest.approx(2 / 3)
+
+
+def test_hit_at_one_and_perr_by_hand():
+    assert hit_at_one(PRED, LABELS) == pytest.approx(0.5)
+    assert perr(PRED, LABELS) == pytest.approx((1 / 2 + 0) / 2)
+
+
+def test_perr_ignores_zero_confidences_and_videos_without_labels_count_zero():
+    pred = np.array([[0.0, 0.0], [0.3, 0.2]])
+    labels = np.array([[1, 0], [0, 0]], dtype=bool)
+    assert perr(pred, labels) == 0.0
+    assert hit_at_one(pred, labels) == pytest.approx(0.5)  # Hit@1 has no such rule
+
+
+# ---- against brute force on random data ----
+
+
+@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("top_k", [1, 3, 20])
+def test_metrics_match_brute_force(tied, top_k):
+    pred, labels = random_split(seed=top_k, videos=40, classes=12, tied=tied)
+    metrics = EvaluationMetrics(12, top_k)
+    for start in range(0, 40, 7):  # uneven batches
+        metrics.accumulate(torch.from_numpy(pred[start : start + 7]), labels[start : start + 7])
+    result = metrics.get()
+    full_map, positive_map = brute_maps(pred, labels, top_k)
+    assert result["num_videos"] == 40
+    assert result["gap"] == pytest.approx(brute_gap(pred, labels, top_k), abs=1e-12)
+    assert result["map"] == pytest.approx(full_map, abs=1e-12)
+    assert result["map_positive_classes"] == pytest.approx(positive_map, abs=1e-12)
+    assert result["hit_at_one"] == pytest.approx(brute_hit_at_one(pred, labels), abs=1e-12)
+    assert result["perr"] == pytest.approx(brute_perr(pred, labels), abs=1e-12)
+
+
+def test_top_k_per_row_matches_brute_ranking():
+    pred, _ = random_split(seed=7, videos=30, classes=9, tied=True)
+    values, indices = top_k_per_row(pred, 5)
+    for row, idx, val in zip(pred, indices, values, strict=True):
+        assert idx.tolist() == brute_ranking(row)[:5]
+        assert val.tolist() == row[idx].tolist()
+
+
+def test_batch_results_and_memory_bounded_by_top_k():
+    pred, labels = random_split(seed=3, videos=25, classes=50, tied=False)
+    metrics = EvaluationMetrics(50, top_k=4)
+    batch = metrics.accumulate(pred, labels, loss=np.full(25, 2.0))
+    assert batch["gap"] == pytest.approx(brute_gap(pred, labels, 4), abs=1e-12)
+    assert batch["loss"] == 2.0 and metrics.get()["avg_loss"] == 2.0
+    assert sum(a.size for a in metrics._confidences) == 25 * 4  # kept entries only
+
+
+def test_float32_torch_and_numpy_inputs_agree():
+    pred, labels = random_split(seed=5, videos=20, classes=10, tied=False)
+    pred32 = pred.astype(np.float32)
+    assert gap(torch.from_numpy(pred32), torch.from_numpy(labels)) == gap(pred32, labels)
+
+
+def test_clear_and_errors():
+    metrics = EvaluationMetrics(4, 2)
+    metrics.accumulate(PRED, LABELS)
+    metrics.clear()
+    with pytest.raises(MetricsError, match="no videos"):
+        metrics.get()
+    with pytest.raises(MetricsError, match="NaN"):
+        metrics.accumulate(np.array([[0.1, np.nan, 0.2, 0.3]]), np.zeros((1, 4), dtype=bool))
+    with pytest.raises(MetricsError, match="expected"):
+        metrics.accumulate(np.zeros((2, 5)), np.zeros((2, 5), dtype=bool))

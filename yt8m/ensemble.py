@@ -1,0 +1,508 @@
+"""Ensembles of prediction files: `yt8m average` (file_averaging.py) and `yt8m ensemble`.
+
+Averaging (fidelity.md §6): for every video, the weighted mean over the files of each
+label's confidence (a label absent from a file, or a video absent from a file, counts
+0), divided by the total weight; the top_k labels (20) are written, ranked by
+`yt8m.metrics.top_k_per_row` (equal means: smaller label first). Every pair of every
+line is read (the original's script read only the first half of each line's pairs).
+The mean is computed in float64 from the files' values (the original truncated each
+confidence to 5 decimals first).
+
+Streaming: the files are read in chunks of lines side by side. While they list the
+same videos in the same order (what `yt8m infer` writes for one split) each chunk is
+averaged and written at once, so memory stays bounded by the chunk. From the first
+chunk where they differ, the remaining pairs are collected (16 bytes per pair) and
+averaged at the end; videos are then written in order of first appearance.
+
+`yt8m ensemble fit` learns non-negative weights that maximise GAP on a labelled split
+(coordinate search from equal weights, keeping only improvements, so the fitted GAP is
+never below the equal-weight GAP on that split); `yt8m ensemble apply` averages test
+files with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from yt8m.atomic import atomic_output
+from yt8m.errors import YT8MError
+from yt8m.metrics import pooled_average_precision, top_k_per_row
+from yt8m.submission import (
+    SUBMISSION_HEADER,
+    SubmissionChunk,
+    format_ranked_lines,
+    read_submission_chunks,
+)
+
+# The seven files of the original file_averaging.py (read from the current directory,
+# with `.csv` appended) and its output. Two of these names differ from what the seed's
+# inference commands write; the missing-file error shows the close match.
+WILLOW_INPUTS = (
+    "test-gatednetvladLF-256k-1024-80-0002-300iter-norelu-basic-gatedmoe",
+    "test-GRU-0002-1200-2",
+    "test-gatednetfvLF-128k-1024-80-0002-300iter-norelu-basic-gatedmoe",
+    "test-gateddboflf-4096-1024-80-0002-300iter",
+    "test-softdboflf-8000-1024-80-0002-300iter",
+    "test-gatedlightvladLF-256k-1024-80-0002-300iter-norelu-basic-gatedmoe",
+    "test-lstm-0002-val-150-random",
+)
+WILLOW_OUTPUT = "WILLOW_submission.csv"
+_COLUMN_BITS = 20  # packs (label, column) into one int64 for a per-row sort
+
+
+class EnsembleError(YT8MError, ValueError):
+    """Bad ensemble input: missing file, bad weight, duplicated video, unknown video."""
+
+
+@dataclass
+class Model:
+    """One prediction file and its weight."""
+
+    path: str
+    weight: float
+
+
+# ---- inputs -----------------------------------------------------------------------------
+
+
+def parse_models(specs: Sequence[str], weights: Sequence[float] | None = None) -> list[Model]:
+    """`FILE[:WEIGHT]` specs (or FILEs plus `weights`) -> models; the weight defaults to 1."""
+    models = []
+    for spec in specs:
+        path, weight = spec, 1.0
+        head, sep, tail = spec.rpartition(":")
+        if sep and head:
+            try:
+                path, weight = head, float(tail)
+            except ValueError:
+                path = spec
+        models.append(Model(path, weight))
+    if weights is not None:
+        if len(weights) != len(models):
+            raise EnsembleError(f"{len(weights)} weights for {len(models)} files")
+        models = [Model(m.path, float(w)) for m, w in zip(models, weights, strict=True)]
+    for m in models:
+        if not (np.isfinite(m.weight) and m.weight >= 0):
+            raise EnsembleError(f"{m.path}: weight {m.weight} must be a non-negative number")
+    if not models or sum(m.weight for m in models) <= 0:
+        raise EnsembleError("no input file with a positive weight")
+    return models
+
+
+def check_files_exist(paths: Sequence[str]) -> None:
+    """Raise one error listing every missing file with the close matches that exist."""
+    problems = []
+    for path in paths:
+        if os.path.isfile(path):
+            continue
+        folder = os.path.dirname(path) or "."
+        siblings = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        close = difflib.get_close_matches(os.path.basename(path), siblings, n=3, cutoff=0.6)
+        hint = f" (close match: {', '.join(close)})" if close else " (no close match)"
+        problems.append(f"{path}{hint}")
+    if problems:
+        raise EnsembleError("missing prediction file(s): " + "; ".join(problems))
+
+
+class _VideoIndex:
+    """Video id -> index in order of first appearance, and per-file duplicate checks."""
+
+    def __init__(self, num_files: int) -> None:
+        self.ids: dict[str, int] = {}
+        self.names: list[str] = []
+        self._seen = [np.zeros(0, dtype=bool) for _ in range(num_files)]
+
+    def add(self, file: int, chunk: SubmissionChunk) -> np.ndarray:
+        """Indices [n] of the chunk's videos; error on a video seen before in that file."""
+        indices = np.empty(len(chunk.video_ids), dtype=np.int64)
+        ids, names = self.ids, self.names
+        for position, video_id in enumerate(chunk.video_ids):
+            found = ids.get(video_id)
+            if found is None:
+                found = ids[video_id] = len(names)
+                names.append(video_id)
+            indices[position] = found
+        seen = self._seen[file]
+        if seen.size < len(self.ids):
+            seen = self._seen[file] = np.concatenate(
+                [seen, np.zeros(max(len(self.ids), 2 * seen.size) - seen.size, bool)]
+            )
+        _, first = np.unique(indices, return_index=True)
+        repeated = np.ones(indices.size, dtype=bool)
+        repeated[first] = False
+        repeated |= seen[indices]
+        if repeated.any():
+            offset = int(np.flatnonzero(repeated)[0])
+            raise EnsembleError(
+                f"{chunk.path}:{chunk.first_line + offset}: duplicated video id "
+                f"'{chunk.video_ids[offset]}'"
+            )
+        seen[indices] = True
+        return indices
+
+
+# ---- averaging ----------------------------------------------------------------------------
+
+
+def _sequential_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Sum of each run values[starts[i]:starts[i+1]], added left to right (in file order,
+    as the original's counters did; numpy's reduceat adds in another order)."""
+    sizes = np.diff(np.r_[starts, values.size])
+    sums = values[starts].copy()
+    for offset in range(1, int(sizes.max(initial=1))):
+        longer = sizes > offset
+        sums[longer] += values[starts[longer] + offset]
+    return sums
+
+
+def _top_k_of_sums(labels: np.ndarray, values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sum the values of equal labels within each row, then rank.
+
+    labels [n, M] int64 (-1: padding), values [n, M] float64. Returns labels [n, k]
+    (-1 where a row has fewer than k distinct labels) and their sums [n, k].
+    """
+    rows, width = labels.shape
+    if width == 0:
+        return np.zeros((rows, 0), dtype=np.int64), np.zeros((rows, 0))
+    if width >= 1 << _COLUMN_BITS:
+        raise EnsembleError(f"{width} pairs for one video: more than this tool handles")
+    packed = np.sort(((labels + 1) << _COLUMN_BITS) | np.arange(width), axis=1)
+    sorted_labels = (packed >> _COLUMN_BITS) - 1
+    sorted_values = np.take_along_axis(values, packed & ((1 << _COLUMN_BITS) - 1), axis=1)
+    starts_group = np.ones((rows, width), dtype=bool)
+    starts_group[:, 1:] = sorted_labels[:, 1:] != sorted_labels[:, :-1]
+    flat_starts = np.flatnonzero(starts_group)
+    sums = _sequential_sums(sorted_values.ravel(), flat_starts)
+    group_labels = sorted_labels.ravel()[flat_starts]
+    position = (np.cumsum(starts_group, axis=1) - 1).ravel()[flat_starts]
+    distinct = int(position.max()) + 1  # most distinct labels in a row
+    dense = np.full((rows, distinct), -np.inf)
+    dense_labels = np.full((rows, distinct), -1, dtype=np.int64)
+    row_of = flat_starts // width
+    real = group_labels >= 0
+    dense[row_of[real], position[real]] = sums[real]
+    dense_labels[row_of[real], position[real]] = group_labels[real]
+    top_values, top_positions = top_k_per_row(dense, k)
+    top_labels = np.take_along_axis(dense_labels, top_positions, axis=1)
+    top_labels[np.isneginf(top_values)] = -1
+    return top_labels, top_values
+
+
+def _rows(chunk: SubmissionChunk) -> tuple[np.ndarray, np.ndarray]:
+    """The chunk's pairs as [n, max pairs] matrices, padded with label -1, value 0."""
+    counts = chunk.pair_counts
+    width = int(counts.max()) if counts.size else 0
+    if counts.size and (counts == width).all():
+        return chunk.labels.reshape(-1, width), chunk.confidences.reshape(-1, width)
+    labels = np.full((counts.size, width), -1, dtype=np.int64)
+    values = np.zeros((counts.size, width))
+    mask = np.arange(width) < counts[:, None]
+    labels[mask], values[mask] = chunk.labels, chunk.confidences
+    return labels, values
+
+
+def _ragged_rows(
+    video: np.ndarray, labels: np.ndarray, values: np.ndarray, num_videos: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of videos 0..num_videos-1 given as flat arrays -> padded [num_videos, M]."""
+    order = np.argsort(video, kind="stable")
+    video, labels, values = video[order], labels[order], values[order]
+    counts = np.bincount(video, minlength=num_videos)
+    width = max(int(counts.max()) if counts.size else 0, 1)
+    starts = np.cumsum(counts) - counts
+    column = np.arange(video.size) - starts[video]
+    padded_labels = np.full((num_videos, width), -1, dtype=np.int64)
+    padded_values = np.zeros((num_videos, width))
+    padded_labels[video, column] = labels
+    padded_values[video, column] = values
+    return padded_labels, padded_values
+
+
+def _average_streams(
+    models: Sequence[Model], top_k: int, lines_per_chunk: int
+) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+    """Yield (video ids, top labels [n, k], mean confidences [n, k]) in output order."""
+    total_weight = sum(m.weight for m in models)
+    num_files = len(models)
+    active = list(range(num_files))  # files not yet exhausted
+    readers = [read_submission_chunks(m.path, lines_per_chunk) for m in models]
+    index = _VideoIndex(len(models))
+    collected: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    aligned, emitted = True, 0
+    while readers:
+        chunks = [next(r, None) for r in readers]
+        if aligned and all(c is None for c in chunks):
+            return
+        if aligned and all(c is not None and c.video_ids == chunks[0].video_ids for c in chunks):
+            for file, chunk in enumerate(chunks):
+                index.add(file, chunk)
+            parts = [_rows(c) for c in chunks]
+            labels = np.concatenate([p[0] for p in parts], axis=1)
+            values = np.concatenate(
+                [p[1] * m.weight for p, m in zip(parts, models, strict=True)], axis=1
+            )
+            top_labels, top_sums = _top_k_of_sums(labels, values, top_k)
+            emitted += len(chunks[0].video_ids)
+            yield chunks[0].video_ids, top_labels, top_sums / total_weight
+            continue
+        aligned = False  # from here on: collect everything, average at the end
+        for file, chunk in zip(active, chunks, strict=True):
+            if chunk is not None:
+                video = np.repeat(index.add(file, chunk), chunk.pair_counts)
+                order_key = video * num_files + file  # sorts by video, then file
+                weighted = chunk.confidences * models[file].weight
+                collected.append((order_key, chunk.labels, weighted))
+        readers = [r for r, c in zip(readers, chunks, strict=True) if c is not None]
+        active = [f for f, c in zip(active, chunks, strict=True) if c is not None]
+    if collected:
+        video, labels, values = (np.concatenate(parts) for parts in zip(*collected, strict=True))
+    else:
+        video, labels, values = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    order = np.argsort(video, kind="stable")
+    video = video[order] // num_files - emitted
+    labels, values = labels[order], values[order]
+    remaining = len(index.names) - emitted
+    for start in range(0, remaining, lines_per_chunk):
+        stop = min(start + lines_per_chunk, remaining)
+        lo, hi = np.searchsorted(video, [start, stop])
+        padded = _ragged_rows(video[lo:hi] - start, labels[lo:hi], values[lo:hi], stop - start)
+        top_labels, top_sums = _top_k_of_sums(*padded, top_k)
+        yield index.names[emitted + start : emitted + stop], top_labels, top_sums / total_weight
+
+
+def average_files(
+    models: Sequence[Model],
+    output: str | os.PathLike,
+    top_k: int = 20,
+    lines_per_chunk: int = 8192,
+    progress: bool | None = None,
+) -> int:
+    """Write the weighted average of `models` to `output` (atomically); returns videos."""
+    check_files_exist([m.path for m in models])
+    written = 0
+    with (
+        atomic_output(output) as out,
+        tqdm(unit=" videos", disable=not progress if progress is not None else None) as bar,
+    ):
+        out.write(SUBMISSION_HEADER + "\n")
+        for video_ids, labels, means in _average_streams(models, top_k, lines_per_chunk):
+            out.write(format_ranked_lines(video_ids, labels, means))
+            written += len(video_ids)
+            bar.update(len(video_ids))
+    return written
+
+
+def average_main(argv: list[str]) -> int:
+    """`yt8m average` / `python file_averaging.py`."""
+    parser = argparse.ArgumentParser(
+        prog="yt8m average",
+        description="Weighted average of prediction CSVs. Without FILEs: the original's "
+        f"file_averaging.py (its seven files, equal weights, into {WILLOW_OUTPUT}).",
+    )
+    parser.add_argument(
+        "files", nargs="*", metavar="FILE[:WEIGHT]", help="prediction CSVs (.gz too)"
+    )
+    parser.add_argument("--weights", help="comma-separated weights, one per FILE")
+    parser.add_argument("--output_file", "--output", default=WILLOW_OUTPUT)
+    parser.add_argument("--top_k", type=int, default=20, help="pairs written per video (20)")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.top_k <= 0:
+        raise EnsembleError(f"--top_k={args.top_k}: must be positive")
+    specs = args.files or [f"{name}.csv" for name in WILLOW_INPUTS]
+    weights = _parse_weights(args.weights)
+    models = parse_models(specs, weights)
+    count = average_files(
+        models, args.output_file, args.top_k, progress=False if args.no_progress else None
+    )
+    print(f"averaged {len(models)} files, {count} videos -> {args.output_file}")
+    return 0
+
+
+def _parse_weights(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise EnsembleError(f"--weights={text}: expected comma-separated numbers") from None
+
+
+# ---- learned weights ------------------------------------------------------------------------
+
+
+class FittingProblem:
+    """Every model's predictions on a labelled split, on the union of predicted pairs.
+
+    scores [V, M, F] float32 (video, slot, model; 0 where a model has no such pair),
+    relevant [V, M] bool, valid [V, M] bool; num_positives: all labels of the split.
+    """
+
+    def __init__(
+        self, files: Sequence[str], labels: Iterator[tuple[str, np.ndarray]], lines_per_chunk: int
+    ) -> None:
+        ids: dict[str, int] = {}
+        true_video, true_label = [], []
+        for video_id, video_labels in labels:
+            if video_id in ids:
+                raise EnsembleError(f"video '{video_id}' appears twice in the labelled split")
+            video = ids[video_id] = len(ids)
+            true_video.append(np.full(len(video_labels), video, dtype=np.int64))
+            true_label.append(np.asarray(video_labels, dtype=np.int64))
+        index = _VideoIndex(len(files))
+        index.ids, index.names = ids, list(ids)
+        video, label, model, conf = [], [], [], []
+        for file, path in enumerate(files):
+            for chunk in read_submission_chunks(path, lines_per_chunk):
+                unknown = [v for v in chunk.video_ids if v not in ids]
+                if unknown:
+                    line = chunk.first_line + chunk.video_ids.index(unknown[0])
+                    raise EnsembleError(
+                        f"{path}:{line}: video '{unknown[0]}' is not in the labelled split"
+                    )
+                video.append(np.repeat(index.add(file, chunk), chunk.pair_counts))
+                label.append(chunk.labels)
+                model.append(np.full(chunk.labels.size, file, dtype=np.int64))
+                conf.append(chunk.confidences)
+        video_a, label_a, model_a, conf_a = (
+            np.concatenate(x) if x else np.zeros(0) for x in (video, label, model, conf)
+        )
+        true_v = np.concatenate(true_video) if true_video else np.zeros(0, np.int64)
+        true_l = np.concatenate(true_label) if true_label else np.zeros(0, np.int64)
+        span = int(max(label_a.max(initial=0), true_l.max(initial=0))) + 1
+        keys, slot = np.unique(video_a.astype(np.int64) * span + label_a, return_inverse=True)
+        per_model = np.zeros((keys.size, len(files)), dtype=np.float64)
+        np.add.at(per_model, (slot, model_a.astype(np.int64)), conf_a)
+        relevant = np.isin(keys, true_v * span + true_l)
+        videos = keys // span
+        padded_labels, _ = _ragged_rows(videos, np.arange(keys.size), np.zeros(keys.size), len(ids))
+        self.valid = padded_labels >= 0
+        slots = np.where(self.valid, padded_labels, 0)
+        self.scores = np.where(self.valid[:, :, None], per_model[slots], 0).astype(np.float32)
+        self.relevant = relevant[slots] & self.valid
+        self.num_positives = int(true_l.size)
+        self.num_videos = len(ids)
+
+    def gap(self, weights: np.ndarray, top_k: int) -> float:
+        """GAP of the weighted mean of the models' confidences (weights [F] >= 0)."""
+        mean = self.scores @ (weights / weights.sum()).astype(np.float32)
+        mean[~self.valid] = -np.inf
+        values, slots = top_k_per_row(mean, top_k)
+        real = np.isfinite(values)
+        relevant = np.take_along_axis(self.relevant, slots, axis=1) & real
+        return pooled_average_precision(values[real], relevant[real], self.num_positives)
+
+
+def fit_weights(
+    problem: FittingProblem, num_models: int, top_k: int, rounds: int = 4
+) -> tuple[np.ndarray, float]:
+    """Coordinate search from equal weights: each model's weight is scaled by a few
+    factors (0 drops it) and a change is kept only when GAP rises. Returns the weights
+    (summing to 1) and their GAP."""
+    weights = np.ones(num_models)
+    best = problem.gap(weights, top_k)
+    factors = (0.0, 0.5, 0.8, 1.25, 2.0)
+    for _ in range(rounds):
+        improved = False
+        for m in range(num_models):
+            for factor in factors:
+                trial = weights.copy()
+                base = trial[m] if trial[m] > 0 else trial[trial > 0].mean()
+                trial[m] = base * factor
+                if trial.sum() <= 0 or np.array_equal(trial, weights):
+                    continue
+                score = problem.gap(trial, top_k)
+                if score > best:
+                    best, weights, improved = score, trial, True
+        if not improved:
+            break
+    return weights / weights.sum(), best
+
+
+def _load_labels(pattern: str, num_classes: int) -> Iterator[tuple[str, np.ndarray]]:
+    from yt8m.data.records import iter_video_labels
+
+    return iter_video_labels(pattern, num_classes)
+
+
+def fit_main(args: argparse.Namespace) -> int:
+    check_files_exist(args.files)
+    problem = FittingProblem(
+        args.files, _load_labels(args.labels_pattern, args.num_classes), args.lines_per_chunk
+    )
+    count = len(args.files)
+    per_model = [problem.gap(np.eye(count)[m], args.top_k) for m in range(count)]
+    equal = problem.gap(np.ones(count), args.top_k)
+    weights, fitted = fit_weights(problem, count, args.top_k)
+    for path, score, weight in zip(args.files, per_model, weights, strict=True):
+        print(f"GAP {score:.6f}  weight {weight:.4f}  {path}")
+    print(f"equal weights GAP {equal:.6f}; fitted weights GAP {fitted:.6f}")
+    report = {
+        "top_k": args.top_k,
+        "num_videos": problem.num_videos,
+        "equal_weight_gap": equal,
+        "fitted_gap": fitted,
+        "models": [
+            {"file": p, "weight": float(w), "gap": g}
+            for p, w, g in zip(args.files, weights, per_model, strict=True)
+        ],
+    }
+    with atomic_output(args.output) as out:
+        json.dump(report, out, indent=2)
+        out.write("\n")
+    print(f"weights -> {args.output}")
+    return 0
+
+
+def apply_main(args: argparse.Namespace) -> int:
+    try:
+        with open(args.weights) as f:
+            fitted = json.load(f)["models"]
+        weights = [float(m["weight"]) for m in fitted]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise EnsembleError(
+            f"{args.weights}: not a weights file of `yt8m ensemble fit`: {err}"
+        ) from None
+    if len(weights) != len(args.files):
+        raise EnsembleError(
+            f"{args.weights} holds {len(weights)} weights (fitted on "
+            f"{', '.join(m['file'] for m in fitted)}); {len(args.files)} files given"
+        )
+    for model, path in zip(fitted, args.files, strict=True):
+        print(f"{path} <- weight {model['weight']:.4f} (fitted on {model['file']})")
+    models = parse_models(args.files, weights)
+    count = average_files(models, args.output_file, args.top_k, progress=None)
+    print(f"averaged {len(models)} files, {count} videos -> {args.output_file}")
+    return 0
+
+
+def ensemble_main(argv: list[str]) -> int:
+    """`yt8m ensemble fit|apply`."""
+    parser = argparse.ArgumentParser(
+        prog="yt8m ensemble",
+        description="fit: weights that maximise GAP on a labelled split (validate); "
+        "apply: average the test CSVs with them.",
+    )
+    sub = parser.add_subparsers(dest="action", required=True)
+    fit = sub.add_parser("fit", help="weights maximising GAP on a labelled split -> JSON")
+    fit.add_argument("files", nargs="+", metavar="FILE", help="each model's CSV on the split")
+    fit.add_argument("--labels_pattern", required=True, help="TFRecords of the same split")
+    fit.add_argument("--num_classes", type=int, default=4716)
+    fit.add_argument("--output", default="ensemble_weights.json")
+    fit.add_argument("--top_k", type=int, default=20)
+    fit.add_argument("--lines_per_chunk", type=int, default=8192, help=argparse.SUPPRESS)
+    apply = sub.add_parser("apply", help="average test CSVs with fitted weights")
+    apply.add_argument("files", nargs="+", metavar="FILE", help="test CSVs, in the fit's order")
+    apply.add_argument("--weights", required=True, help="JSON written by `yt8m ensemble fit`")
+    apply.add_argument("--output_file", "--output", required=True)
+    apply.add_argument("--top_k", type=int, default=20)
+    args = parser.parse_args(argv)
+    return fit_main(args) if args.action == "fit" else apply_main(args)
