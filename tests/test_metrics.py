@@ -203,3 +203,24 @@ def test_clear_and_errors():
         metrics.accumulate(np.array([[0.1, np.nan, 0.2, 0.3]]), np.zeros((1, 4), dtype=bool))
     with pytest.raises(MetricsError, match="expected"):
         metrics.accumulate(np.zeros((2, 5)), np.zeros((2, 5), dtype=bool))
+
+
+@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("classes", [300, 341])  # the block path (C >= 16 * (2k + 1)), with a tail
+def test_top_k_per_row_block_path_matches_brute_ranking(tied, classes):
+    pred, labels = random_split(seed=classes, videos=30, classes=classes, tied=tied)
+    pred[3] = 0.25  # a whole row tied
+    pred[4, -1] = 2.0  # the best entry in the tail columns
+    for k in (1, 7):
+        values, indices = top_k_per_row(pred.astype(np.float32), k)
+        for row, idx, val in zip(pred.astype(np.float32), indices, values, strict=True):
+            assert idx.tolist() == brute_ranking(row)[:k]
+            assert val.tolist() == row[idx].tolist()
+    assert gap(pred, labels, top_k=7) == pytest.approx(brute_gap(pred, labels, 7), abs=1e-12)
+
+
+def test_block_path_names_the_row_holding_nan():
+    pred = np.random.default_rng(0).random((5, 400))
+    pred[3, 399] = np.nan
+    with pytest.raises(MetricsError, match="video 3 "):
+        EvaluationMetrics(400, 3).accumulate(pred, np.zeros((5, 400), dtype=bool))

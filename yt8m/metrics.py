@@ -3,7 +3,9 @@
 Ranking rule, used everywhere in this project (metrics, submission files, averaging):
 classes are ranked by confidence, highest first; equal confidences are ranked by
 class index, smallest first. `top_k_per_row` implements it exactly, also when a tie
-straddles the k-th place (a plain partition or torch.topk leaves that order open).
+straddles the k-th place (a plain partition or torch.topk leaves that order open). It
+reads a [B, C] float matrix once, in place (block maxima), and ranks only the few
+entries that can reach the top k.
 
 Ties in the pooled GAP / AP ranking: entries with equal confidence form one threshold
 (the convention of scikit-learn's average precision): precision is taken after the
@@ -22,6 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from yt8m.errors import YT8MError
 
@@ -29,6 +32,7 @@ if TYPE_CHECKING:  # torch is not imported at run time: averaging CSVs does not 
     import torch
 
 ArrayLike = Union["torch.Tensor", np.ndarray]
+_BLOCK = 16  # columns per block of `_candidates`
 
 
 class MetricsError(YT8MError, ValueError):
@@ -49,10 +53,10 @@ def as_numpy(values: ArrayLike) -> np.ndarray:
 def top_k_per_row(values: ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k highest entries of each row, ranked by the module's rule.
 
-    values: [B, C] (numpy, or a torch tensor on any device; computed on the CPU, where
-    numpy's partition is as fast as torch.topk). Returns (top values [B, k'], their
-    column indices [B, k'] int64) with k' = min(k, C), highest first, equal values in
-    increasing column order.
+    values: [B, C] (numpy, or a torch tensor on any device; computed on the CPU without
+    copying a numpy or CPU float matrix). Returns (top values [B, k'], their column
+    indices [B, k'] int64) with k' = min(k, C), highest first, equal values in
+    increasing column order. A row holding NaN gets NaN for all its top values.
     """
     values = as_numpy(values)
     if values.ndim != 2:
@@ -60,28 +64,68 @@ def top_k_per_row(values: ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
     if k <= 0:
         raise MetricsError(f"top_k must be positive, got {k}")
     k = min(k, values.shape[1])
-    if k == 0 or values.shape[0] == 0:
-        return values[:, :k], np.zeros((values.shape[0], k), dtype=np.int64)
-    if k < values.shape[1]:
-        top_indices = np.argpartition(values, -k, axis=1)[:, -k:]
+    blocks = -(-values.shape[1] // _BLOCK)
+    if values.dtype in (np.float32, np.float64) and blocks > 2 * k and values.shape[0]:
+        rows, columns, candidates, nan_rows = _candidates(values, k)
     else:
-        top_indices = np.broadcast_to(np.arange(k), values.shape).copy()
-    top_values = np.take_along_axis(values, top_indices, axis=1)
-    # A tie across the k-th place: the partition may have kept a larger column index.
-    kth = top_values.min(axis=1, keepdims=True)
-    straddling = np.flatnonzero(np.count_nonzero(values >= kth, axis=1) > k)
-    if straddling.size:
-        ranked = np.argsort(-values[straddling], axis=1, kind="stable")[:, :k]
-        top_indices[straddling] = ranked
-        top_values[straddling] = np.take_along_axis(values[straddling], ranked, axis=1)
-    # Highest first; equal values in increasing column order.
-    by_column = np.argsort(top_indices, axis=1)
-    top_indices = np.take_along_axis(top_indices, by_column, axis=1)
-    top_values = np.take_along_axis(top_values, by_column, axis=1)
-    by_value = np.argsort(-top_values, axis=1, kind="stable")
-    return (
-        np.take_along_axis(top_values, by_value, axis=1),
-        np.take_along_axis(top_indices, by_value, axis=1).astype(np.int64, copy=False),
+        rows, columns = np.indices(values.shape).reshape(2, -1)
+        candidates = values.ravel()
+        nan_rows = np.isnan(values).any(axis=1) if values.dtype.kind == "f" else None
+    top_values, top_indices = _rank_candidates(rows, columns, candidates, values.shape[0], k)
+    if nan_rows is not None and nan_rows.any():
+        top_values[nan_rows] = np.nan
+    return top_values, top_indices
+
+
+def _candidates(
+    values: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Entries that may be among a row's k highest: (rows, columns, values) [N], row-major.
+
+    With n = C // _BLOCK, block b of a row holds the columns b, b + n, b + 2n, ... < C;
+    the block maxima are read in one pass over the matrix. The k-th highest block
+    maximum t of a row is at most the row's k-th highest value, so the row's top k
+    (ties included) are among its entries >= t, which lie in the blocks whose maximum
+    is >= t. Also returns the rows holding NaN ([B] bool).
+    """
+    batch, num_classes = values.shape
+    blocks = num_classes // _BLOCK
+    strides = (values.strides[0], blocks * values.itemsize, values.itemsize)
+    block_max = np.maximum.reduce(as_strided(values, (batch, _BLOCK, blocks), strides), axis=1)
+    tail = values[:, blocks * _BLOCK :]  # fewer than `blocks` columns: one per first blocks
+    np.maximum(block_max[:, : tail.shape[1]], tail, out=block_max[:, : tail.shape[1]])
+    nan_rows = np.isnan(block_max).any(axis=1)
+    threshold = np.partition(block_max, blocks - k, axis=1)[:, blocks - k]
+    rows, block = np.nonzero(block_max >= threshold[:, None])
+    columns = block[:, None] + blocks * np.arange(_BLOCK + 1)
+    flat = (rows * num_classes)[:, None] + columns
+    candidates = values.ravel().take(flat, mode="clip")
+    keep = (columns < num_classes) & (candidates >= threshold[rows, None])
+    flat = flat[keep]
+    order = np.argsort(flat)
+    rows, columns = np.divmod(flat[order], num_classes)
+    return rows, columns, candidates[keep][order], nan_rows
+
+
+def _rank_candidates(
+    rows: np.ndarray, columns: np.ndarray, values: np.ndarray, batch: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k highest of each row's candidates, by the module's ranking rule.
+
+    rows, columns, values [N] in row-major order; every row has at least k candidates.
+    Returns (values [batch, k], columns [batch, k] int64), highest first.
+    """
+    counts = np.bincount(rows, minlength=batch)
+    width = int(counts.max(initial=0))
+    position = np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]
+    padded = np.full((batch, width), -np.inf, dtype=np.result_type(values.dtype, np.float32))
+    padded[rows, position] = values
+    np.negative(padded, out=padded)  # a stable ascending sort: highest first, then column
+    padded_columns = np.zeros((batch, width), dtype=np.int64)
+    padded_columns[rows, position] = columns
+    order = np.argsort(padded, axis=1, kind="stable")[:, :k]
+    return -np.take_along_axis(padded, order, axis=1), np.take_along_axis(
+        padded_columns, order, axis=1
     )
 
 
@@ -183,26 +227,18 @@ class EvaluationMetrics:
         predictions: [B, C] float (torch on any device, or numpy); labels: [B, C]
         bool or 0/1; loss: the batch's mean loss or per-video losses [B].
         """
-        predictions = as_numpy(predictions)
-        labels = as_numpy(labels)
-        labels = labels if labels.dtype == bool else labels != 0
-        expected = (predictions.shape[0], self.num_classes)
-        if predictions.ndim != 2 or predictions.shape != expected:
-            raise MetricsError(
-                f"predictions of shape {predictions.shape}, expected [videos, {self.num_classes}]"
-            )
-        if labels.shape != predictions.shape:
-            raise MetricsError(
-                f"labels of shape {labels.shape} do not match predictions {predictions.shape}"
-            )
-        bad = first_nan_row(predictions)
+        predictions, labels = as_numpy(predictions), as_numpy(labels)
+        self._check_shapes(predictions, labels)
+        batch = predictions.shape[0]
+        label_rows, label_classes = np.divmod(np.flatnonzero(labels), self.num_classes)
+        labels_per_video = np.bincount(label_rows, minlength=batch)
+        positives = np.bincount(label_classes, minlength=self.num_classes)
+        depth = max(self.top_k, int(labels_per_video.max(initial=0)))
+        top_values, top_classes = top_k_per_row(predictions, depth)
+        bad = first_nan_row(top_values)
         if bad is not None:
             raise MetricsError(f"the prediction for video {bad} of the batch holds NaN")
-        batch = predictions.shape[0]
-        labels_per_video = np.count_nonzero(labels, axis=1)
-        depth = max(self.top_k, int(labels_per_video.max()) if batch else 0)
-        top_values, top_classes = top_k_per_row(predictions, depth)
-        top_relevant = np.take_along_axis(labels, top_classes, axis=1)
+        top_relevant = labels[np.arange(batch)[:, None], top_classes] != 0
 
         hits = top_relevant[:, 0] if top_relevant.shape[1] else np.zeros(batch, dtype=bool)
         in_first_n = np.arange(top_values.shape[1]) < labels_per_video[:, None]
@@ -212,7 +248,6 @@ class EvaluationMetrics:
         conf = top_values[:, :keep].ravel()
         relevant = top_relevant[:, :keep].ravel()
         classes = top_classes[:, :keep].ravel()
-        positives = np.count_nonzero(labels, axis=0)
 
         self._confidences.append(conf)
         self._relevant.append(relevant)
@@ -234,6 +269,17 @@ class EvaluationMetrics:
             self._has_loss = True
             result["loss"] = mean_loss
         return result
+
+    def _check_shapes(self, predictions: np.ndarray, labels: np.ndarray) -> None:
+        expected = (predictions.shape[0], self.num_classes)
+        if predictions.ndim != 2 or predictions.shape != expected:
+            raise MetricsError(
+                f"predictions of shape {predictions.shape}, expected [videos, {self.num_classes}]"
+            )
+        if labels.shape != predictions.shape:
+            raise MetricsError(
+                f"labels of shape {labels.shape} do not match predictions {predictions.shape}"
+            )
 
     def merge(self, other: EvaluationMetrics) -> None:
         """Add everything `other` accumulated (e.g. another rank's share of the split).
