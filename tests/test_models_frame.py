@@ -1,0 +1,183 @@
+"""Frame-level models: batch-norm statistics, recurrent lengths, gradients, initialisers
+(fidelity.md §3, §4)."""
+
+import math
+
+import pytest
+import torch
+
+from yt8m.models import frame_level as fl
+from yt8m.models.classifiers import ClassifierSpec
+from yt8m.models.sampling import sample_frames
+
+V = 5
+SIZES = (6, 3)  # a small "rgb" and "audio"
+GATED_MOE = ClassifierSpec(prob_gating=True, l2_penalty=1e-3)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def batch(num_frames: list[int], max_frames: int = 10, width: int = 9, seed: int = 0):
+    """Frames with random real rows and zero padding rows, as `model_inputs` gives them."""
+    x = torch.randn(len(num_frames), max_frames, width, generator=gen(seed))
+    lengths = torch.tensor(num_frames)
+    x = x * (torch.arange(max_frames).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1)
+    return x, lengths
+
+
+def tiny_models(add_batch_norm: bool = True) -> dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    common = {"iterations": 7, "add_batch_norm": add_batch_norm}
+    return {
+        "netvlad": fl.NetVLADModelLF(
+            V, SIZES, cluster_size=4, hidden_size=8, relu=False, gating=True,
+            gating_remove_diag=True, classifier=GATED_MOE, **common,
+        ),
+        "rvlad": fl.NetVLADModelLF(
+            V, SIZES, cluster_size=4, hidden_size=8, variant="lightvlad", **common
+        ),
+        "vlagd": fl.NetVLADModelLF(V, SIZES, cluster_size=4, hidden_size=8, variant="vlagd", **common),
+        "netfv": fl.NetFVModelLF(
+            V, SIZES, cluster_size=4, hidden_size=8, relu=False, gating=True,
+            couple_weights=False, classifier=GATED_MOE, **common,
+        ),
+        "netfv_coupled": fl.NetFVModelLF(V, SIZES, cluster_size=4, hidden_size=8, **common),
+        "gated_dbof": fl.GatedDbofModelLF(
+            V, SIZES, cluster_size=16, hidden_size=8, relu=False, max_pool=True, **common
+        ),
+        "soft_dbof": fl.SoftDbofModelLF(V, SIZES, cluster_size=16, hidden_size=8, **common),
+        "dbof_lf_glu": fl.DbofModelLF(
+            V, SIZES, cluster_size=16, hidden_size=8, activation="glu", **common
+        ),
+        "dbof_lf_relu": fl.DbofModelLF(V, SIZES, cluster_size=16, hidden_size=8, **common),
+        "dbof": fl.DbofModel(V, 9, cluster_size=16, hidden_size=8, pooling="average", **common),
+    }  # fmt: skip
+
+
+def test_input_batch_norm_uses_all_sampled_frames_with_slim_settings():
+    model = tiny_models()["netvlad"].train()
+    x, lengths = batch([3, 10, 6])
+    sampled = sample_frames(x, lengths, 7, random_frames=True, generator=gen(4)).reshape(-1, 9)
+    model(x, lengths, gen(4))
+    norm = model.input_norm
+    assert norm.eps == 1e-3 and norm.momentum == 0.001 and norm.affine
+    torch.testing.assert_close(norm.running_mean, 0.001 * sampled.mean(0))
+    torch.testing.assert_close(norm.running_var, 0.999 + 0.001 * sampled.var(0))
+    assert not torch.allclose(norm.running_mean, 0.001 * x.reshape(-1, 9).mean(0))
+    # Each branch normalised on its own equals one batch norm over all channels, sliced.
+    model.input_norm.reset_running_stats()
+    index = model.sample_indices(x, lengths, gen(4))
+    full = torch.nn.functional.batch_norm(
+        sampled, None, None, norm.weight, norm.bias, training=True, eps=1e-3
+    ).view(3, 7, 9)
+    torch.testing.assert_close(model.branch_frames(x, index, 0, 6), full[..., :6])
+    torch.testing.assert_close(model.branch_frames(x, index, 6, 9), full[..., 6:])
+
+
+def test_evaluation_uses_the_running_statistics():
+    model = tiny_models()["soft_dbof"].eval()
+    x, lengths = batch([10, 10])
+    with torch.no_grad():
+        model.input_norm.running_mean.fill_(0.5)
+    before = model(x, lengths, gen(1))
+    with torch.no_grad():
+        model.input_norm.running_mean.fill_(-0.5)
+    assert not torch.allclose(before, model(x, lengths, gen(1)))
+    assert model.input_norm.num_batches_tracked == 0
+
+
+@pytest.mark.parametrize("add_batch_norm", [True, False])
+def test_gradients_reach_every_parameter(add_batch_norm):
+    x, lengths = batch([3, 10, 6, 1])
+    for name, model in tiny_models(add_batch_norm).items():
+        p = model.train()(x, lengths, gen())
+        assert p.shape == (4, V) and ((p >= 0) & (p <= 1)).all(), name
+        (p.log().sum() + model.regularization_loss()).backward()
+        for pname, param in model.named_parameters():
+            assert param.grad is not None, f"{name}: {pname}"
+            assert param.grad.abs().sum() > 0, f"{name}: {pname} has a zero gradient"
+
+
+def test_without_batch_norm_biases_replace_every_batch_norm():
+    model = tiny_models(add_batch_norm=False)["netvlad"]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert norms == [model.classifier.prob_gate_norm]  # the MoE's own, as in the original
+    assert model.input_norm is None and model.hidden.after.bias is not None
+
+
+def test_original_initialisers():
+    model = fl.NetVLADModelLF(V, (400, 100), cluster_size=64, hidden_size=300, relu=False)
+    pool = model.video_pooling
+    assert abs(pool.assignment.weight.std().item() - 1 / math.sqrt(400)) < 0.003
+    assert abs(pool.centers.std().item() - 1 / math.sqrt(400)) < 0.003
+    assert abs(model.hidden.weight.std().item() - 1 / math.sqrt(64)) < 0.003  # K, not fan-in
+    assert abs(model.hidden.after.bias.std().item() - 0.01) < 0.003
+    fv = fl.NetFVModelLF(V, (400, 100), cluster_size=64, hidden_size=30).video_pooling
+    assert abs(fv.covar_weights.mean().item() - 1.0) < 0.003
+
+
+def test_frame_level_logistic_averages_real_frames():
+    model = fl.FrameLevelLogisticModel(V, 9).double()
+    x, lengths = batch([3, 10, 0])
+    x = x.double()
+    expected = torch.stack([x[0, :3].mean(0), x[1].mean(0), torch.zeros(9, dtype=torch.float64)])
+    torch.testing.assert_close(model(x, lengths), model.classifier(expected))
+
+
+# ---- recurrent models: the state after each video's last real step -------------------
+
+
+def classifier_input(model: torch.nn.Module, x, lengths, generator=None) -> torch.Tensor:
+    seen = []
+    handle = model.classifier.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    model(x, lengths, generator)
+    handle.remove()
+    return seen[0]
+
+
+def reference_states(rnn: torch.nn.RNNBase, frames: torch.Tensor, lstm: bool) -> torch.Tensor:
+    """Run the RNN step by step over exactly `frames` and concatenate the final states."""
+    _, state = rnn(frames.unsqueeze(0))
+    if lstm:
+        h, c = state
+        return torch.cat([t for layer in range(rnn.num_layers) for t in (c[layer, 0], h[layer, 0])])
+    return state[:, 0].reshape(-1)
+
+
+@pytest.mark.parametrize("lstm", [True, False])
+@pytest.mark.parametrize("backward", [False, True])
+def test_recurrent_state_is_taken_after_the_last_real_step(lstm, backward):
+    cls = fl.LstmModel if lstm else fl.GruModel
+    model = cls(V, 9, cells=4, layers=2, backward=backward).double()
+    x, lengths = batch([3, 10, 0, 1])
+    x = x.double()
+    x[0, 3:] = 7.0  # junk after the end must not matter
+    got = classifier_input(model, x, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        if n == 0:
+            assert (got[b] == 0).all()
+            continue
+        frames = x[b, :n].flip(0) if backward else x[b, :n]
+        torch.testing.assert_close(got[b], reference_states(model.rnn, frames, lstm))
+
+
+def test_lstm_random_frames_reads_iterations_frames_up_to_the_length():
+    model = fl.LstmModel(V, 9, cells=4, layers=2, iterations=6, random_frames=True).double()
+    x, lengths = batch([3, 10])
+    x = x.double()
+    got = classifier_input(model, x, lengths, gen(2))
+    sampled = sample_frames(x, lengths, 6, random_frames=True, generator=gen(2))
+    torch.testing.assert_close(got[0], reference_states(model.rnn, sampled[0, :3], True))
+    torch.testing.assert_close(got[1], reference_states(model.rnn, sampled[1], True))
+
+
+def test_recurrent_initialisers_match_tensorflow_cells():
+    lstm = fl.LstmModel(V, 9, cells=4, layers=2).rnn
+    assert lstm.bias_ih_l0.tolist() == [0.0] * 4 + [1.0] * 4 + [0.0] * 8  # i, f, g, o
+    assert (lstm.bias_hh_l1 == 0).all()
+    assert lstm.weight_ih_l0.abs().max() <= math.sqrt(6 / (9 + 4 + 16))
+    gru = fl.GruModel(V, 9, cells=4, layers=2).rnn
+    assert gru.bias_ih_l0.tolist() == [1.0] * 8 + [0.0] * 4  # r, z gates 1, candidate 0
+    assert gru.weight_hh_l1[8:].abs().max() <= math.sqrt(6 / (4 + 4 + 4))
