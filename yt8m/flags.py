@@ -75,7 +75,7 @@ class Flags:
         True, "Sample random frames (True) or a random sequence (False).", "model"
     )
     deterministic_sampling: bool = _flag(
-        False, "Evenly spaced frames in eval/inference instead of random ones (new).", "model"
+        False, "Evenly spaced frames in eval/inference instead of random ones (new).", "eval"
     )
     gating_remove_diag: bool = _flag(False, "Remove the diagonal of the gating.", "model")
     lightvlad: bool = _flag(False, "NetRVLAD instead of NetVLAD.", "model")
@@ -129,6 +129,7 @@ class Flags:
     start_new_model: bool = _flag(False, "Start over instead of resuming.", "train")
     batch_size: int = _flag(1024, "Videos per batch (inference default: 8192).", "train")
     label_loss: str = _flag("CrossEntropyLoss", "Loss class name.", "train")
+    alpha: float = _flag(0.5, "Weight of the positive term of CrossEntropyLoss.", "train")
     regularization_penalty: float = _flag(1.0, "Weight of the regularization loss.", "train")
     base_learning_rate: float = _flag(0.001, "Initial learning rate.", "train")
     learning_rate_decay: float = _flag(0.9, "Decay factor per decay period.", "train")

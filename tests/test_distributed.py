@@ -1,0 +1,162 @@
+"""Processes: device choice, and DistributedDataParallel training over 2 Gloo processes."""
+
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from yt8m.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from yt8m.distributed import (
+    DeviceError,
+    Process,
+    all_ranks_true,
+    init_distributed,
+    mean_over_ranks,
+    resolve_device,
+)
+from yt8m.flags import parse_flags
+from yt8m.train import train
+
+
+def test_auto_is_cpu_without_a_gpu_and_a_bad_device_is_an_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(DeviceError, match="--device=cuda:0: no CUDA GPU"):
+        resolve_device("cuda")
+    with pytest.raises(DeviceError, match="--device='tpu7'"):
+        resolve_device("tpu7")
+
+
+def test_auto_picks_this_ranks_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto", local_rank=3) == torch.device("cuda", 3)
+
+
+def test_a_single_process_is_rank_zero_and_collectives_pass_through(monkeypatch):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    process = init_distributed("cpu")
+    assert process == Process(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    assert process.is_main and not process.distributed
+    assert all_ranks_true(False, process) is False
+    value = torch.tensor([1.5, float("nan")])
+    assert mean_over_ranks(value, process) is value
+
+
+# ---- two Gloo processes ------------------------------------------------------------------
+
+TRAIN_VIDEOS, CLASSES = 45, 12
+
+
+@pytest.fixture(scope="module")
+def uneven_shards(tmp_path_factory):
+    """Three files for two ranks: one rank reads twice as many videos as the other."""
+    from yt8m.data.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    patterns = write_dataset(
+        root,
+        videos={"train": TRAIN_VIDEOS},
+        shards=3,
+        classes=CLASSES,
+        frames=(3, 10),
+        feature_sizes=(16, 8),
+        levels=("frame",),
+    )
+    return patterns["frame"]["train"]
+
+
+def tiny_argv(pattern, train_dir, *extra):
+    return [
+        f"--train_data_pattern={pattern}",
+        f"--train_dir={train_dir}",
+        "--model=NetVLADModelLF",
+        "--frame_features=True",
+        "--feature_sizes=16,8",
+        f"--num_classes={CLASSES}",
+        "--max_frames=10",
+        "--iterations=6",
+        "--netvlad_cluster_size=4",
+        "--netvlad_hidden_size=8",
+        "--gating=True",
+        "--moe_prob_gating=True",
+        "--batch_size=4",
+        "--base_learning_rate=0.01",
+        "--num_readers=0",
+        "--progress=False",
+        "--device=cpu",
+        *extra,
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train_rank(rank: int, world_size: int, port: int, argv: list[str], out: str) -> None:
+    """One spawned rank: torchrun's environment, then `yt8m.train.train`."""
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
+    )
+    torch.set_num_threads(1)
+    model = train(parse_flags(argv, "train"))
+    torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
+
+
+def test_two_gloo_processes_end_with_identical_weights(uneven_shards, tmp_path):
+    # One epoch over uneven shards: the rank with less data runs out first, and every rank
+    # stops at that step instead of waiting for it forever.
+    argv = tiny_argv(uneven_shards, tmp_path / "run", "--num_epochs=1", "--export_model_steps=2")
+    torch.multiprocessing.spawn(
+        _train_rank, args=(2, _free_port(), argv, str(tmp_path)), nprocs=2, join=True
+    )
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    saved = load_checkpoint(latest_checkpoint(tmp_path / "run"))
+    steps = [s for s, _ in list_checkpoints(tmp_path / "run")]
+    assert 0 < saved.step < math.ceil(TRAIN_VIDEOS / 2 / 4) + 1  # the shorter share's batches
+    assert all(step % 2 == 0 for step in steps[:-1])  # --export_model_steps=2, then the end
+    assert saved.training_state["world_size"] == 2
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+        assert torch.equal(rank0[name], saved.model_state[name]), name
+
+
+def test_a_failing_rank_stops_every_rank_under_torchrun(uneven_shards, tmp_path):
+    # Two files, one damaged: the rank that reads it fails, and torchrun stops the other,
+    # which would otherwise wait in a collective.
+    files = sorted(Path(uneven_shards).parent.glob("train*.tfrecord"))[:2]
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in files:
+        shutil.copy(f, data / f.name)
+    damaged = data / files[1].name
+    payload = bytearray(damaged.read_bytes())
+    payload[len(payload) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(payload))
+    argv = tiny_argv(data / "train*.tfrecord", tmp_path / "run", "--max_steps=50")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    torchrun += ["--master_port", str(_free_port()), "-m", "yt8m", "train", *argv]
+    result = subprocess.run(
+        torchrun,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode != 0
+    assert damaged.name in result.stderr

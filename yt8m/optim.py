@@ -1,0 +1,105 @@
+"""The original's optimisation (fidelity.md §5): optimizer, learning-rate schedule, clipping.
+
+* ``learning_rate(step, ...)``: staircase exponential decay by examples seen,
+  ``base * decay ** floor(step * batch_size / decay_examples)``. Like the original,
+  ``batch_size`` is the configured one (``--batch_size``), whatever a step really held,
+  and ``step`` is the number of updates already applied (0 for the first update).
+* ``clip_per_tensor_(parameters, max_norm)``: every gradient tensor on its own is
+  scaled to L2 norm ``<= max_norm`` (TensorFlow's ``clip_by_norm`` per variable, as
+  slim's ``create_train_op`` did), not one global norm over all of them.
+* ``build_optimizer(parameters, name, ...)``: ``--optimizer`` as the original's
+  TensorFlow class name. Adam keeps TensorFlow's defaults (0.9 / 0.999 / 1e-8).
+  TensorFlow adds epsilon to the un-bias-corrected ``sqrt(v)`` while PyTorch adds it
+  after the correction; with epsilon = 1e-8 the two differ only in the first few
+  steps and by far less than the update itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable
+
+import torch
+
+from yt8m.errors import YT8MError
+
+
+class OptimizerError(YT8MError, ValueError):
+    """An unknown or unsupported `--optimizer`."""
+
+
+def learning_rate(
+    step: int,
+    base_learning_rate: float,
+    decay: float,
+    batch_size: int,
+    decay_examples: float,
+) -> float:
+    """The staircase learning rate for the update made at `step` (0-based)."""
+    periods = math.floor(step * batch_size / decay_examples)
+    return base_learning_rate * decay**periods
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """Use `value` for every parameter group's next update."""
+    for group in optimizer.param_groups:
+        group["lr"] = value
+
+
+@torch.no_grad()
+def clip_per_tensor_(parameters: Iterable[torch.Tensor], max_norm: float) -> None:
+    """Scale each gradient `g` in place to ``g * max_norm / max(||g||, max_norm)``.
+
+    A gradient with norm <= `max_norm` is left exactly as it is (its scale is 1).
+    Parameters without a gradient are skipped. One fused kernel per step for the
+    norms and one for the scaling, however many tensors there are.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    norms = torch.stack(torch._foreach_norm(grads))
+    scales = max_norm / norms.clamp_min(max_norm)
+    torch._foreach_mul_(grads, list(scales.to(grads[0].dtype).unbind()))
+
+
+def _adam(parameters: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(parameters, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+
+
+def _sgd(parameters: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(parameters, lr=lr)
+
+
+def _adagrad(parameters: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    # TensorFlow's AdagradOptimizer starts its accumulators at 0.1.
+    return torch.optim.Adagrad(parameters, lr=lr, initial_accumulator_value=0.1, eps=1e-10)
+
+
+# `--optimizer` values: TensorFlow class names usable, as in the original, with a
+# learning rate alone.
+OPTIMIZERS = {
+    "AdamOptimizer": _adam,
+    "GradientDescentOptimizer": _sgd,
+    "AdagradOptimizer": _adagrad,
+}
+
+
+def check_optimizer_name(name: str) -> None:
+    """Raise `OptimizerError` for an `--optimizer` this project does not provide."""
+    if name in OPTIMIZERS:
+        return
+    close = difflib.get_close_matches(name, list(OPTIMIZERS), n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise OptimizerError(
+        f"--optimizer={name!r} is not supported; {hint}choose one of {', '.join(OPTIMIZERS)}"
+    )
+
+
+def build_optimizer(
+    parameters: Iterable[torch.Tensor], name: str, lr: float
+) -> torch.optim.Optimizer:
+    """The optimizer named by `--optimizer` over the trainable `parameters`."""
+    check_optimizer_name(name)
+    trainable = [p for p in parameters if p.requires_grad]
+    return OPTIMIZERS[name](trainable, lr)
