@@ -1,0 +1,196 @@
+"""`yt8m infer` (and the root `inference.py`): a Kaggle submission from a checkpoint.
+
+fidelity.md §6. The model is rebuilt from the checkpoint's own flag table: model
+flags on the command line that disagree only produce a warning naming each one (the
+seed's inference commands carry such flags, and training-only ones, which the shared
+flag table accepts and nothing here reads). Data flags (``--frame_features``,
+``--feature_names``, ``--feature_sizes``) must describe the inputs the model was
+trained on; a mismatch is an error. The vocabulary is the checkpoint's.
+
+Output: ``VideoId,LabelConfidencePairs``, then one line per video with its ``top_k``
+``label confidence`` pairs, highest first; gzip when the name ends in ``.gz``. The file
+appears at ``--output_file`` only once it is complete (`yt8m.atomic`).
+
+Under ``torchrun`` every rank predicts its share of the records (the loader gives each
+record to exactly one rank) into a part file of a hidden directory beside the output;
+rank 0 then concatenates the parts in rank order into the one output file and removes
+them. The directory of the output file must therefore be visible to every rank.
+
+`predict` and `restore_for_prediction` are shared with `yt8m eval`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from yt8m.atomic import atomic_output
+from yt8m.checkpoint import Checkpoint, restore_model
+from yt8m.data.features import model_inputs
+from yt8m.data.loader import make_loader
+from yt8m.data.tfrecord import expand_pattern
+from yt8m.distributed import Process, init_distributed, shutdown
+from yt8m.errors import YT8MError
+from yt8m.flags import Flags, parse_flags
+from yt8m.submission import SUBMISSION_HEADER, format_submission_lines
+
+log = logging.getLogger("yt8m.infer")
+
+DATA_FORMAT_FLAGS = ("frame_features", "feature_names", "feature_sizes")
+
+
+class PredictionError(YT8MError):
+    """Flags that cannot produce predictions: a missing path, inputs the model cannot read."""
+
+
+def main(argv: list[str]) -> int:
+    """`yt8m infer [--flag=value ...]`."""
+    flags = parse_flags(argv, "infer")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    infer(flags)
+    return 0
+
+
+def infer(flags: Flags) -> Path:
+    """Write the submission of `flags.train_dir`'s checkpoint for `flags.input_data_pattern`.
+
+    Returns the output path. Every rank of a torchrun job calls it; rank 0 writes the file.
+    """
+    if not flags.output_file:
+        raise PredictionError("--output_file is empty: give the CSV to write (.gz compresses)")
+    if not flags.input_data_pattern:
+        raise PredictionError("--input_data_pattern is empty: give the glob of the TFRecords")
+    expand_pattern(flags.input_data_pattern)  # no match fails before the model is loaded
+    process = init_distributed(flags.device)
+    try:
+        quiet_other_ranks(process)
+        model, checkpoint, data_flags = restore_for_prediction(flags, flags.check_point, process)
+        log.info("predicting with %s (step %d)", checkpoint.path, checkpoint.step)
+        loader = make_loader(
+            data_flags,
+            flags.input_data_pattern,
+            training=False,
+            rank=process.rank,
+            world_size=process.world_size,
+        )
+        lines = _submission_lines(predict(model, loader, flags, process, "infer"), flags.top_k)
+        output = Path(flags.output_file)
+        if process.distributed:
+            _write_merged(output, lines, process)
+        else:
+            with atomic_output(output) as out:
+                out.write(SUBMISSION_HEADER + "\n")
+                out.writelines(lines)
+        log.info("wrote %s", output)
+        return output
+    finally:
+        shutdown(process)
+
+
+def quiet_other_ranks(process: Process) -> None:
+    """Only rank 0 logs below ERROR, so a torchrun job says each thing once."""
+    if not process.is_main:
+        logging.getLogger("yt8m").setLevel(logging.ERROR)
+
+
+def restore_for_prediction(
+    flags: Flags, check_point: int, process: Process
+) -> tuple[nn.Module, Checkpoint, Flags]:
+    """The checkpoint's model ready to predict, and the flags to read data for it.
+
+    Returns (model in eval mode on the process's device, with the command line's
+    ``--deterministic_sampling`` and, if asked, compiled; the loaded checkpoint; the
+    command line's flags with the checkpoint's ``num_classes``). Raises
+    `PredictionError` when the command line's data format differs from the checkpoint's.
+    """
+    model, checkpoint = restore_model(flags.train_dir, check_point, flags, process.device)
+    saved = checkpoint.flags
+    if (flags.frame_features, flags.feature_list()) != (saved.frame_features, saved.feature_list()):
+        given = " ".join(f"--{name}={getattr(flags, name)!r}" for name in DATA_FORMAT_FLAGS)
+        trained = " ".join(f"--{name}={getattr(saved, name)!r}" for name in DATA_FORMAT_FLAGS)
+        raise PredictionError(
+            f"the inputs described by {given} are not those {checkpoint.path} was trained on "
+            f"({trained}); give the checkpoint's values"
+        )
+    if flags.num_classes != saved.num_classes and flags.num_classes != Flags().num_classes:
+        log.warning(
+            "--num_classes=%d differs from %d in %s; the checkpoint's vocabulary is used",
+            flags.num_classes,
+            saved.num_classes,
+            checkpoint.path,
+        )
+    model.deterministic_sampling = flags.deterministic_sampling
+    if flags.compile:
+        model = torch.compile(model)
+    return model, checkpoint, dataclasses.replace(flags, num_classes=saved.num_classes)
+
+
+def predict(
+    model: nn.Module, loader: object, flags: Flags, process: Process, name: str
+) -> Iterator[tuple[dict, torch.Tensor]]:
+    """Yield ``(batch, probabilities)`` for every batch of `loader`, in its order.
+
+    probabilities: float32 ``[B, num_classes]`` on the process's device. Frames are
+    sampled from one generator seeded by ``--seed`` and the rank, so a run is
+    repeatable. A progress bar on rank 0 shows its videos/s.
+    """
+    device = process.device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(flags.seed * 1_000_003 + process.rank)
+    rank_note = f" (rank 0 of {process.world_size})" if process.distributed else ""
+    progress = tqdm(
+        unit=" videos",
+        desc=f"{name}{rank_note}",
+        disable=not (process.is_main and flags.progress),
+        dynamic_ncols=True,
+    )
+    with progress:
+        for batch in loader:
+            # Not across the `yield`: an abandoned generator must not leave the mode on.
+            with torch.inference_mode():
+                num_frames = batch["num_frames"].to(device, non_blocking=True)
+                inputs = model_inputs(batch["inputs"].to(device, non_blocking=True), num_frames)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=flags.amp):
+                    probabilities = model(inputs, num_frames, generator).float()
+            yield batch, probabilities
+            progress.update(len(batch["video_ids"]))
+
+
+def _submission_lines(
+    predictions: Iterator[tuple[dict, torch.Tensor]], top_k: int
+) -> Iterator[str]:
+    """The submission lines of each batch, one string per batch."""
+    for batch, probabilities in predictions:
+        yield format_submission_lines(batch["video_ids"], probabilities, top_k)
+
+
+def _write_merged(output: Path, lines: Iterator[str], process: Process) -> None:
+    """Each rank writes its lines to a part file; rank 0 joins them in rank order."""
+    parts_dir = [None]
+    if process.is_main:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        parts_dir[0] = tempfile.mkdtemp(prefix=f".{output.name}.parts-", dir=output.parent)
+    dist.broadcast_object_list(parts_dir, src=0)
+    parts = Path(parts_dir[0])
+    try:
+        with open(parts / f"part-{process.rank:05d}", "w", encoding="utf-8", newline="\n") as out:
+            out.writelines(lines)
+        dist.barrier()
+        if process.is_main:
+            with atomic_output(output) as out:
+                out.write(SUBMISSION_HEADER + "\n")
+                for rank in range(process.world_size):
+                    with open(parts / f"part-{rank:05d}", encoding="utf-8", newline="\n") as part:
+                        shutil.copyfileobj(part, out)
+    finally:
+        if process.is_main:
+            shutil.rmtree(parts, ignore_errors=True)
