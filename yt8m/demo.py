@@ -1,0 +1,245 @@
+"""`yt8m demo`: the whole WILLOW pipeline, end to end, in one command.
+
+1. a synthetic YouTube-8M dataset in the real format (or `--data_dir` with real data),
+2. the seven seed models trained with the seed's flags (cluster and hidden sizes scaled
+   down unless `--full_size`), and a frame-averaging logistic baseline,
+3. each evaluated on the validation split (GAP, mAP, Hit@1, PERR),
+4. each model's test predictions written as a Kaggle submission file,
+5. the seven averaged with equal weights (the seed's last step) and with weights fitted
+   on the validation predictions,
+6. one table: model, parameters, GAP, Hit@1, seconds, plus the two ensembles.
+
+Every step runs the same code as the corresponding `yt8m` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from yt8m import ensemble, evaluate, inference, train
+from yt8m.data.synthetic import write_dataset
+from yt8m.data.tfrecord import expand_pattern
+from yt8m.errors import YT8MError
+from yt8m.flags import parse_flags
+from yt8m.seed_models import SEED_MODELS, SeedModel
+
+# Scaled-down sizes for a 2-core machine; the seed's values are in seed_models.py.
+SMALL_SIZES = {
+    "--netvlad_cluster_size": 32,
+    "--netvlad_hidden_size": 256,
+    "--fv_cluster_size": 16,
+    "--fv_hidden_size": 256,
+    "--dbof_cluster_size": 512,
+    "--dbof_hidden_size": 256,
+    "--gru_cells": 128,
+    "--lstm_cells": 128,
+}
+
+BASELINE = SeedModel(
+    "Baseline: logistic on averaged frames",
+    "baseline-frame-level-logistic",
+    '--model=FrameLevelLogisticModel --frame_features=True --feature_names="rgb,audio" '
+    '--feature_sizes="1024,128" --batch_size=80 --base_learning_rate=0.001',
+    0,
+)
+
+
+class DemoError(YT8MError):
+    """A demo step that cannot run; the message says which and why."""
+
+
+@dataclass
+class Row:
+    title: str
+    parameters: int | None
+    gap: float
+    hit_at_one: float
+    seconds: float
+
+
+def _splits(args: argparse.Namespace, out: Path) -> dict[str, str]:
+    """The frame-level glob of each split: the user's real data, or a new synthetic set."""
+    if args.data_dir:
+        root = Path(args.data_dir)
+        splits = {s: str(root / f"{s}*.tfrecord") for s in ("train", "validate", "test")}
+        for pattern in splits.values():
+            expand_pattern(pattern)  # a missing split fails now, naming the pattern
+        return splits
+    print(
+        f"[1/6] synthetic dataset: {args.videos} training videos, {args.classes} classes "
+        f"-> {out / 'data'}",
+        flush=True,
+    )
+    patterns = write_dataset(
+        out / "data",
+        videos={"train": args.videos, "validate": args.videos // 4, "test": args.videos // 4},
+        classes=args.classes,
+        levels=("frame",),
+        seed=args.seed,
+    )
+    return patterns["frame"]
+
+
+def _model_argv(model: SeedModel, args: argparse.Namespace) -> list[str]:
+    """The seed's flags for `model`, scaled down unless --full_size."""
+    argv = model.training_argv()
+    if not args.full_size:
+        argv = [
+            f"{name}={SMALL_SIZES[name]}" if name in SMALL_SIZES else arg
+            for arg in argv
+            for name in [arg.split("=", 1)[0]]
+        ]
+    return [*argv, f"--num_classes={args.classes}", f"--seed={args.seed}"]
+
+
+def _run_model(
+    model: SeedModel, args: argparse.Namespace, splits: dict[str, str], out: Path
+) -> tuple[Row, str, str]:
+    """Train, evaluate and predict with one model; returns its row and its two CSVs."""
+    train_dir = out / "train" / model.train_dir
+    common = [*_model_argv(model, args), f"--train_dir={train_dir}"]
+    started = time.perf_counter()
+    trained = train.train(
+        parse_flags(
+            [
+                *common,
+                f"--train_data_pattern={splits['train']}",
+                f"--max_steps={args.steps}",
+                "--start_new_model",
+            ],
+            "train",
+        )
+    )
+    parameters = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+    seconds = time.perf_counter() - started
+    (result,) = evaluate.evaluate(
+        parse_flags([*common, f"--eval_data_pattern={splits['validate']}", "--run_once"], "eval")
+    )
+    predictions = {}
+    for split, folder in (("validate", "validate_predictions"), ("test", "submissions")):
+        path = out / folder / f"{split}-{model.train_dir}.csv"
+        inference.infer(
+            parse_flags(
+                [
+                    *common,
+                    f"--input_data_pattern={splits[split]}",
+                    f"--output_file={path}",
+                    "--top_k=50",
+                    "--batch_size=256",
+                ],
+                "infer",
+            )
+        )
+        predictions[split] = str(path)
+    row = Row(model.title, parameters, result["gap"], result["hit_at_one"], seconds)
+    return row, predictions["validate"], predictions["test"]
+
+
+def _ensembles(
+    validate_csvs: list[str], test_csvs: list[str], splits: dict[str, str], args, out: Path
+) -> list[Row]:
+    """Equal and fitted weights: GAP on validate, submissions for test."""
+    submissions = out / "submissions"
+    weights = out / "ensemble_weights.json"
+    ensemble.ensemble_main(
+        [
+            "fit",
+            *validate_csvs,
+            f"--labels_pattern={splits['validate']}",
+            f"--num_classes={args.classes}",
+            f"--output={weights}",
+        ]
+    )
+    ensemble.average_main(
+        [*test_csvs, f"--output_file={submissions / 'WILLOW_submission.csv'}", "--no_progress"]
+    )
+    ensemble.ensemble_main(
+        [
+            "apply",
+            *test_csvs,
+            f"--weights={weights}",
+            f"--output_file={submissions / 'WILLOW_fitted_submission.csv'}",
+        ]
+    )
+    report = json.loads(weights.read_text())
+    nan = float("nan")
+    return [
+        Row("Ensemble, equal weights (the seed's)", None, report["equal_weight_gap"], nan, 0.0),
+        Row("Ensemble, fitted weights (fit on validate)", None, report["fitted_gap"], nan, 0.0),
+    ]
+
+
+def _table(rows: list[Row]) -> str:
+    width = max(len(r.title) for r in rows)
+    lines = [f"{'model':<{width}}  {'parameters':>11}  {'GAP':>6}  {'Hit@1':>6}  {'seconds':>7}"]
+    for r in rows:
+        params = f"{r.parameters:,}" if r.parameters is not None else "-"
+        hit = f"{r.hit_at_one:.4f}" if r.hit_at_one == r.hit_at_one else "-"
+        secs = f"{r.seconds:.0f}" if r.seconds else "-"
+        lines.append(f"{r.title:<{width}}  {params:>11}  {r.gap:.4f}  {hit:>6}  {secs:>7}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="yt8m demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", default="demo_output", help="where everything goes")
+    parser.add_argument("--data_dir", help="real frame-level data: train*/validate*/test*.tfrecord")
+    parser.add_argument("--full_size", action="store_true", help="the seed's model sizes")
+    parser.add_argument("--steps", type=int, default=250, help="training steps per model")
+    parser.add_argument("--videos", type=int, default=4000, help="synthetic training videos")
+    parser.add_argument(
+        "--classes", type=int, help="vocabulary (default: 1000 synthetic, 4716 with --data_dir)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--models", help="comma-separated train_dir names or numbers 1-7 (default: all seven)"
+    )
+    args = parser.parse_args(argv)
+    if args.classes is None:
+        args.classes = 4716 if args.data_dir else 1000
+    out = Path(args.output)
+    models = _select(args.models)
+    sizes = "the seed's sizes" if args.full_size else "cluster/hidden sizes scaled down"
+    splits = _splits(args, out)
+    rows, validate_csvs, test_csvs = [], [], []
+    for number, model in enumerate([*models, BASELINE], start=1):
+        print(
+            f"[2-4/6] model {number}/{len(models) + 1}: {model.title} ({sizes}, "
+            f"{args.steps} steps): train, evaluate on validate, predict test",
+            flush=True,
+        )
+        row, validate_csv, test_csv = _run_model(model, args, splits, out)
+        rows.append(row)
+        if model is not BASELINE:
+            validate_csvs.append(validate_csv)
+            test_csvs.append(test_csv)
+    print("[5/6] ensembles: equal weights and weights fitted on validate", flush=True)
+    rows[-1:-1] = _ensembles(validate_csvs, test_csvs, splits, args, out)
+    print(f"\n[6/6] validation results ({sizes}, {args.steps} training steps per model)\n")
+    print(_table(rows))
+    print(
+        f"\nsubmissions:  {out / 'submissions'}\n"
+        f"checkpoints:  {out / 'train'}/<model>\n"
+        f"TensorBoard:  tensorboard --logdir {out / 'train'}"
+    )
+    return 0
+
+
+def _select(spec: str | None) -> list[SeedModel]:
+    if not spec:
+        return list(SEED_MODELS)
+    chosen = []
+    for item in spec.split(","):
+        item = item.strip()
+        matches = [
+            m for number, m in enumerate(SEED_MODELS, start=1) if item in (str(number), m.train_dir)
+        ]
+        if not matches:
+            names = ", ".join(f"{n} {m.train_dir}" for n, m in enumerate(SEED_MODELS, start=1))
+            raise DemoError(f"--models: no seed model {item!r}; the seven are: {names}")
+        chosen += matches
+    return chosen
