@@ -5,7 +5,8 @@ pairs, equal weights, top 20 written. The peer is the original's script structur
 (a `defaultdict(Counter)` filled pair by pair, then the 20 best of every video) reading
 ALL pairs and breaking ties like ours, so both outputs must be byte-identical. Each
 side runs in its own process; its peak RSS is its own. The CSVs live in a temporary
-directory deleted at the end. Run: .venv/bin/python bench/ensemble.py [--videos N]
+directory deleted at the end, or in --keep DIR, reused by the next run with the same
+--videos. Run: .venv/bin/python bench/ensemble.py [--videos N] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -52,6 +53,16 @@ def write_inputs(folder: str, videos: int, seed: int = 0) -> list[str]:
     return paths
 
 
+def reuse_inputs(folder: str, videos: int) -> list[str] | None:
+    """The inputs kept in `folder` by an earlier run with the same --videos, if any."""
+    paths = [os.path.join(folder, f"model{f}.csv") for f in range(FILES)]
+    if not all(os.path.isfile(p) for p in paths):
+        return None
+    with open(paths[-1], "rb") as f:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 24), b""))
+    return paths if lines == videos + 1 else None
+
+
 def peer_average(paths: list[str], output: str, top_k: int = 20) -> None:
     """Dictionary of counters, every pair read, ties: smaller label first."""
     blend: dict[str, Counter] = defaultdict(Counter)
@@ -94,6 +105,9 @@ def measure(side: str, paths: list[str], output: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--videos", type=int, default=700_640)
+    parser.add_argument(
+        "--keep", metavar="DIR", help="keep the inputs in DIR and reuse them when they are there"
+    )
     parser.add_argument("--side", choices=["ours", "peer"], help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
@@ -101,13 +115,17 @@ def main() -> None:
     if args.side:
         run_side(args.side, args.paths, args.output)
         return
-    with tempfile.TemporaryDirectory(prefix="yt8m-bench-ensemble-") as folder:
+    with tempfile.TemporaryDirectory(prefix="yt8m-bench-ensemble-") as scratch:
+        folder = args.keep or scratch
         start = time.perf_counter()
-        paths = write_inputs(folder, args.videos)
+        paths = reuse_inputs(folder, args.videos) if args.keep else None
+        if paths is None:
+            os.makedirs(folder, exist_ok=True)
+            paths = write_inputs(folder, args.videos)
         size = sum(os.path.getsize(p) for p in paths) / 2**30
         print(
-            f"generated {FILES} x {args.videos} videos x {PAIRS} pairs ({size:.2f} GiB) "
-            f"in {time.perf_counter() - start:.0f} s"
+            f"inputs {FILES} x {args.videos} videos x {PAIRS} pairs ({size:.2f} GiB) "
+            f"ready in {time.perf_counter() - start:.0f} s"
         )
         ours = measure("ours", paths, os.path.join(folder, "ours.csv"))
         peer = measure("peer", paths, os.path.join(folder, "peer.csv"))

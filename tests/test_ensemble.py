@@ -123,6 +123,41 @@ def test_matches_reference_on_random_files_aligned_then_shuffled(tmp_path, lines
         assert [c for _, c in got[vid]] == pytest.approx([c for _, c in pairs], abs=5e-7)
 
 
+def random_files(tmp_path, rng, labels: np.ndarray, videos: int = 30) -> list[tuple[str, float]]:
+    """Three aligned files whose pairs draw from `labels` (a label may repeat in a line)."""
+    files = []
+    for f in range(3):
+        lines = []
+        for i in range(videos):
+            chosen = rng.choice(labels, int(rng.integers(0, 9)))
+            conf = rng.integers(0, 64, chosen.size) / 64  # exact in binary
+            pairs = " ".join(f"{a} {c:f}" for a, c in zip(chosen, conf, strict=True))
+            lines.append(f"v{i},{pairs}")
+        files.append((write(tmp_path / f"m{f}.csv", lines), float(f + 1)))
+    return files
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [np.arange(12), np.array([0, 7, 70_000, 2**20, 2**31 - 1])],
+    ids=["small labels", "large labels renumbered"],
+)
+def test_matches_reference_across_scratch_blocks_and_label_ranges(tmp_path, monkeypatch, labels):
+    # The dense scratch holds 64 cells: a few rows per block (fidelity.md §6 means).
+    monkeypatch.setattr("yt8m.ensemble._DENSE_CELLS", 64)
+    files = random_files(tmp_path, np.random.default_rng(labels.size), labels)
+    out = tmp_path / "avg.csv"
+    models = parse_models([p for p, _ in files], [w for _, w in files])
+    average_files(models, out, top_k=4, lines_per_chunk=7, progress=False)
+    expected = reference_average(files, top_k=4)
+    got = rows(out)
+    assert list(got) == [f"v{i}" for i in range(30) if f"v{i}" in expected]
+    for vid, pairs in expected.items():
+        assert [lab for lab, _ in got[vid]] == [lab for lab, _ in pairs]
+        # written with %f: 6 decimals, rounded half to even
+        assert [c for _, c in got[vid]] == pytest.approx([c for _, c in pairs], abs=1e-6)
+
+
 @pytest.mark.parametrize(
     ("second", "message"),
     [

@@ -55,7 +55,8 @@ WILLOW_INPUTS = (
     "test-lstm-0002-val-150-random",
 )
 WILLOW_OUTPUT = "WILLOW_submission.csv"
-_COLUMN_BITS = 20  # packs (label, column) into one int64 for a per-row sort
+_DENSE_CELLS = 1 << 20  # float64 cells of the averaging scratch (8 MiB)
+_DENSE_LABELS = 1 << 16  # above this label number, the labels present are renumbered
 
 
 class EnsembleError(YT8MError, ValueError):
@@ -152,61 +153,53 @@ class _VideoIndex:
 # ---- averaging ----------------------------------------------------------------------------
 
 
-def _sequential_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Sum of each run values[starts[i]:starts[i+1]], added left to right (in file order,
-    as the original's counters did; numpy's reduceat adds in another order)."""
-    sizes = np.diff(np.r_[starts, values.size])
-    sums = values[starts].copy()
-    for offset in range(1, int(sizes.max(initial=1))):
-        longer = sizes > offset
-        sums[longer] += values[starts[longer] + offset]
-    return sums
+def _top_k_of_sums(
+    parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], num_rows: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum the values of equal (row, label) pairs, then rank each row.
 
-
-def _top_k_of_sums(labels: np.ndarray, values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sum the values of equal labels within each row, then rank.
-
-    labels [n, M] int64 (-1: padding), values [n, M] float64. Returns labels [n, k]
-    (-1 where a row has fewer than k distinct labels) and their sums [n, k].
+    parts: one (rows [P] int64 ascending, labels [P] int64, values [P] float64) per
+    file, in file order. Each sum is added in part order, then pair order (as the
+    original's counters did), in a dense [rows, labels] scratch of a few rows at a time.
+    Returns labels [num_rows, k] (-1 where a row has fewer than k distinct labels) and
+    their sums [num_rows, k] (-inf there).
     """
-    rows, width = labels.shape
-    if width == 0:
-        return np.zeros((rows, 0), dtype=np.int64), np.zeros((rows, 0))
-    if width >= 1 << _COLUMN_BITS:
-        raise EnsembleError(f"{width} pairs for one video: more than this tool handles")
-    packed = np.sort(((labels + 1) << _COLUMN_BITS) | np.arange(width), axis=1)
-    sorted_labels = (packed >> _COLUMN_BITS) - 1
-    sorted_values = np.take_along_axis(values, packed & ((1 << _COLUMN_BITS) - 1), axis=1)
-    starts_group = np.ones((rows, width), dtype=bool)
-    starts_group[:, 1:] = sorted_labels[:, 1:] != sorted_labels[:, :-1]
-    flat_starts = np.flatnonzero(starts_group)
-    sums = _sequential_sums(sorted_values.ravel(), flat_starts)
-    group_labels = sorted_labels.ravel()[flat_starts]
-    position = (np.cumsum(starts_group, axis=1) - 1).ravel()[flat_starts]
-    distinct = int(position.max()) + 1  # most distinct labels in a row
-    dense = np.full((rows, distinct), -np.inf)
-    dense_labels = np.full((rows, distinct), -1, dtype=np.int64)
-    row_of = flat_starts // width
-    real = group_labels >= 0
-    dense[row_of[real], position[real]] = sums[real]
-    dense_labels[row_of[real], position[real]] = group_labels[real]
-    top_values, top_positions = top_k_per_row(dense, k)
-    top_labels = np.take_along_axis(dense_labels, top_positions, axis=1)
-    top_labels[np.isneginf(top_values)] = -1
-    return top_labels, top_values
-
-
-def _rows(chunk: SubmissionChunk) -> tuple[np.ndarray, np.ndarray]:
-    """The chunk's pairs as [n, max pairs] matrices, padded with label -1, value 0."""
-    counts = chunk.pair_counts
-    width = int(counts.max()) if counts.size else 0
-    if counts.size and (counts == width).all():
-        return chunk.labels.reshape(-1, width), chunk.confidences.reshape(-1, width)
-    labels = np.full((counts.size, width), -1, dtype=np.int64)
-    values = np.zeros((counts.size, width))
-    mask = np.arange(width) < counts[:, None]
-    labels[mask], values[mask] = chunk.labels, chunk.confidences
-    return labels, values
+    names = None
+    span = 1 + max((int(p[1].max()) for p in parts if p[1].size), default=0)
+    if span > _DENSE_LABELS:  # large label numbers: renumber the labels present
+        names, inverse = np.unique(np.concatenate([p[1] for p in parts]), return_inverse=True)
+        bounds = np.cumsum([p[1].size for p in parts])[:-1]
+        parts = [(p[0], lab, p[2]) for p, lab in zip(parts, np.split(inverse, bounds), strict=True)]
+        span = names.size
+    top_labels = np.full((num_rows, k), -1, dtype=np.int64)
+    top_sums = np.full((num_rows, k), -np.inf)
+    block = max(1, _DENSE_CELLS // span)
+    for start in range(0, num_rows, block):
+        stop = min(start + block, num_rows)
+        sums = np.zeros((stop - start) * span)
+        present = np.zeros(sums.size, dtype=bool)
+        for rows, labels, values in parts:
+            lo, hi = np.searchsorted(rows, [start, stop])
+            cells = (rows[lo:hi] - start) * span + labels[lo:hi]
+            np.add.at(sums, cells, values[lo:hi])
+            present[cells] = True
+        cells = np.flatnonzero(present)  # by row, then label
+        row = cells // span
+        counts = np.bincount(row, minlength=stop - start)
+        width = int(counts.max(initial=0))
+        if width == 0:
+            continue
+        column = np.arange(cells.size) - (np.cumsum(counts) - counts)[row]
+        dense = np.full((stop - start, width), -np.inf)
+        dense_labels = np.full((stop - start, width), -1, dtype=np.int64)
+        dense[row, column] = sums[cells]
+        dense_labels[row, column] = cells % span if names is None else names[cells % span]
+        values, positions = top_k_per_row(dense, k)
+        labels = np.take_along_axis(dense_labels, positions, axis=1)
+        labels[np.isneginf(values)] = -1
+        top_labels[start:stop, : values.shape[1]] = labels
+        top_sums[start:stop, : values.shape[1]] = values
+    return top_labels, top_sums
 
 
 def _ragged_rows(
@@ -244,13 +237,17 @@ def _average_streams(
         if aligned and all(c is not None and c.video_ids == chunks[0].video_ids for c in chunks):
             for file, chunk in enumerate(chunks):
                 index.add(file, chunk)
-            parts = [_rows(c) for c in chunks]
-            labels = np.concatenate([p[0] for p in parts], axis=1)
-            values = np.concatenate(
-                [p[1] * m.weight for p, m in zip(parts, models, strict=True)], axis=1
-            )
-            top_labels, top_sums = _top_k_of_sums(labels, values, top_k)
-            emitted += len(chunks[0].video_ids)
+            count = len(chunks[0].video_ids)
+            parts = [
+                (
+                    np.repeat(np.arange(count), c.pair_counts),
+                    c.labels,
+                    c.confidences * m.weight,
+                )
+                for c, m in zip(chunks, models, strict=True)
+            ]
+            top_labels, top_sums = _top_k_of_sums(parts, count, top_k)
+            emitted += count
             yield chunks[0].video_ids, top_labels, top_sums / total_weight
             continue
         aligned = False  # from here on: collect everything, average at the end
@@ -273,8 +270,8 @@ def _average_streams(
     for start in range(0, remaining, lines_per_chunk):
         stop = min(start + lines_per_chunk, remaining)
         lo, hi = np.searchsorted(video, [start, stop])
-        padded = _ragged_rows(video[lo:hi] - start, labels[lo:hi], values[lo:hi], stop - start)
-        top_labels, top_sums = _top_k_of_sums(*padded, top_k)
+        part = (video[lo:hi] - start, labels[lo:hi], values[lo:hi])
+        top_labels, top_sums = _top_k_of_sums([part], stop - start, top_k)
         yield index.names[emitted + start : emitted + stop], top_labels, top_sums / total_weight
 
 
