@@ -143,6 +143,12 @@ class Flags:
     clip_gradient_norm: float = _flag(1.0, "Clip each gradient tensor to this L2 norm.", "train")
     log_device_placement: bool = _flag(False, "Accepted for compatibility; no effect.", "train")
     seed: int = _flag(0, "Random seed (new).", "train")
+    recalibrate_batch_norm: int = _flag(
+        0,
+        "At the end, re-estimate batch-norm statistics on this many training batches "
+        "(new; 0, the default, keeps the original's decayed statistics).",
+        "train",
+    )
 
     # ---- eval -------------------------------------------------------------
     run_once: bool = _flag(False, "Evaluate once instead of watching train_dir.", "eval")

@@ -25,6 +25,7 @@ shards; rank 0 alone writes checkpoints and TensorBoard logs.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -37,6 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from yt8m.batchnorm import recalibrate_batch_norm
 from yt8m.checkpoint import (
     Checkpoint,
     latest_checkpoint,
@@ -327,6 +329,13 @@ def _train(flags: Flags, process: Process) -> nn.Module:
             saved_step, saved_time = step, now
 
     training_log.close()
+    if flags.recalibrate_batch_norm > 0 and process.is_main:
+        loader = make_loader(flags, flags.train_data_pattern, training=True)
+        recalibrate_batch_norm(
+            model, itertools.islice(loader, flags.recalibrate_batch_norm), sampling
+        )
+        model.train()
+        saved_step = -1  # the statistics changed: the final checkpoint must hold them
     broadcast_buffers(model, process)  # every rank returns the model that rank 0 saves
     if process.is_main:
         if step != saved_step or latest_checkpoint(flags.train_dir) is None:
