@@ -36,6 +36,7 @@ def final_states(
             return tuple(s * (lengths > 0).view(1, -1, 1).to(s.dtype) for s in state)
         return state * (lengths > 0).view(1, -1, 1).to(state.dtype)
     is_lstm = isinstance(rnn, nn.LSTM)
+    x = x[:, : max(int(lengths.max()), 1)]  # steps after every video's end change nothing
     batch, steps = x.shape[0], x.shape[1]
     last = (lengths.clamp(1, max(steps, 1)) - 1).view(1, batch, 1)
     has_frames = (lengths > 0).view(batch, 1).to(x.dtype)
