@@ -33,17 +33,20 @@ SMALL_SIZES = {
     "--netvlad_hidden_size": 256,
     "--fv_cluster_size": 16,
     "--fv_hidden_size": 256,
-    "--dbof_cluster_size": 512,
+    "--dbof_cluster_size": 256,
     "--dbof_hidden_size": 256,
     "--gru_cells": 128,
     "--lstm_cells": 128,
 }
+ITERATIONS_DIVISOR = 5  # frames sampled per video: the seed's 300 -> 60, 150 -> 30
+RECURRENT_LEARNING_RATE = 0.003  # the LSTM collapses at 0.01 in 200 steps
+SYNTHETIC_FRAMES = (30, 90)  # frames per synthetic video (the real data: up to 300)
 
 BASELINE = SeedModel(
     "Baseline: logistic on averaged frames",
     "baseline-frame-level-logistic",
     '--model=FrameLevelLogisticModel --frame_features=True --feature_names="rgb,audio" '
-    '--feature_sizes="1024,128" --batch_size=80 --base_learning_rate=0.001',
+    '--feature_sizes="1024,128" --batch_size=128',
     0,
 )
 
@@ -78,22 +81,41 @@ def _splits(args: argparse.Namespace, out: Path) -> dict[str, str]:
         out / "data",
         videos={"train": args.videos, "validate": args.videos // 4, "test": args.videos // 4},
         classes=args.classes,
+        frames=SYNTHETIC_FRAMES,
         levels=("frame",),
         seed=args.seed,
     )
     return patterns["frame"]
 
 
+def _scaled_down(arg: str) -> str:
+    """One seed flag at the demo's size: smaller clusters, hidden layers and frame samples."""
+    name, _, value = arg.partition("=")
+    if name in SMALL_SIZES:
+        return f"{name}={SMALL_SIZES[name]}"
+    if name == "--iterations":
+        return f"{name}={max(int(value) // ITERATIONS_DIVISOR, 1)}"
+    return arg
+
+
 def _model_argv(model: SeedModel, args: argparse.Namespace) -> list[str]:
     """The seed's flags for `model`, scaled down unless --full_size."""
     argv = model.training_argv()
     if not args.full_size:
-        argv = [
-            f"{name}={SMALL_SIZES[name]}" if name in SMALL_SIZES else arg
-            for arg in argv
-            for name in [arg.split("=", 1)[0]]
-        ]
-    return [*argv, f"--num_classes={args.classes}", f"--seed={args.seed}"]
+        argv = [_scaled_down(arg) for arg in argv]
+    if args.learning_rate:
+        rate = args.learning_rate
+        if "--model=LstmModel" in argv:
+            rate = min(rate, RECURRENT_LEARNING_RATE)
+        argv = [a for a in argv if not a.startswith("--base_learning_rate=")]
+        argv.append(f"--base_learning_rate={rate}")
+    return [
+        *argv,
+        f"--num_classes={args.classes}",
+        f"--seed={args.seed}",
+        f"--recalibrate_batch_norm={args.recalibrate_batch_norm}",
+        "--num_readers=1",
+    ]
 
 
 def _run_model(
@@ -189,10 +211,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--output", default="demo_output", help="where everything goes")
     parser.add_argument("--data_dir", help="real frame-level data: train*/validate*/test*.tfrecord")
     parser.add_argument("--full_size", action="store_true", help="the seed's model sizes")
-    parser.add_argument("--steps", type=int, default=250, help="training steps per model")
-    parser.add_argument("--videos", type=int, default=4000, help="synthetic training videos")
+    parser.add_argument("--steps", type=int, default=200, help="training steps per model")
+    parser.add_argument("--videos", type=int, default=3000, help="synthetic training videos")
     parser.add_argument(
-        "--classes", type=int, help="vocabulary (default: 1000 synthetic, 4716 with --data_dir)"
+        "--classes", type=int, help="vocabulary (default: 200 synthetic, 4716 with --data_dir)"
+    )
+    parser.add_argument(
+        "--learning_rate",
+        type=float,
+        default=0.01,
+        help="instead of the seed's 0.0002, made for 300,000+ steps (0: the seed's)",
+    )
+    parser.add_argument(
+        "--recalibrate_batch_norm",
+        type=int,
+        default=20,
+        help="batches to re-estimate batch-norm statistics on after a short run (0: off)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -200,10 +234,18 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     if args.classes is None:
-        args.classes = 4716 if args.data_dir else 1000
+        args.classes = 4716 if args.data_dir else 200
     out = Path(args.output)
     models = _select(args.models)
-    sizes = "the seed's sizes" if args.full_size else "cluster/hidden sizes scaled down"
+    sizes = (
+        "the seed's sizes"
+        if args.full_size
+        else f"cluster/hidden sizes scaled down, 1/{ITERATIONS_DIVISOR} of the sampled frames"
+    )
+    if args.learning_rate:
+        sizes += f", learning rate {args.learning_rate}"
+    if args.recalibrate_batch_norm:
+        sizes += f", batch norm re-estimated on {args.recalibrate_batch_norm} batches"
     splits = _splits(args, out)
     rows, validate_csvs, test_csvs = [], [], []
     for number, model in enumerate([*models, BASELINE], start=1):
