@@ -103,6 +103,8 @@ def _model_argv(model: SeedModel, args: argparse.Namespace) -> list[str]:
     argv = model.training_argv()
     if not args.full_size:
         argv = [_scaled_down(arg) for arg in argv]
+        given = {arg.split("=", 1)[0] for arg in argv}  # e.g. the seed's LSTM keeps 1024 cells
+        argv += [f"{name}={size}" for name, size in SMALL_SIZES.items() if name not in given]
     if args.learning_rate:
         rate = args.learning_rate
         if "--model=LstmModel" in argv:
@@ -243,7 +245,10 @@ def main(argv: list[str]) -> int:
         else f"cluster/hidden sizes scaled down, 1/{ITERATIONS_DIVISOR} of the sampled frames"
     )
     if args.learning_rate:
-        sizes += f", learning rate {args.learning_rate}"
+        sizes += (
+            f", learning rate {args.learning_rate} "
+            f"(LSTM {min(args.learning_rate, RECURRENT_LEARNING_RATE)})"
+        )
     if args.recalibrate_batch_norm:
         sizes += f", batch norm re-estimated on {args.recalibrate_batch_norm} batches"
     splits = _splits(args, out)
