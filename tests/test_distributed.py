@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.test_train import tiny_argv as train_tiny_argv
+from tests.test_train import write_tiny_training_set
 from yt8m.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from yt8m.distributed import (
     DeviceError,
@@ -52,48 +54,18 @@ def test_a_single_process_is_rank_zero_and_collectives_pass_through(monkeypatch)
 
 # ---- two Gloo processes ------------------------------------------------------------------
 
-TRAIN_VIDEOS, CLASSES = 45, 12
+TRAIN_VIDEOS = 45
 
 
 @pytest.fixture(scope="module")
 def uneven_shards(tmp_path_factory):
     """Three files for two ranks: one rank reads twice as many videos as the other."""
-    from yt8m.data.synthetic import write_dataset
-
-    root = tmp_path_factory.mktemp("data")
-    patterns = write_dataset(
-        root,
-        videos={"train": TRAIN_VIDEOS},
-        shards=3,
-        classes=CLASSES,
-        frames=(3, 10),
-        feature_sizes=(16, 8),
-        levels=("frame",),
-    )
-    return patterns["frame"]["train"]
+    return write_tiny_training_set(tmp_path_factory.mktemp("data"), TRAIN_VIDEOS)
 
 
 def tiny_argv(pattern, train_dir, *extra):
-    return [
-        f"--train_data_pattern={pattern}",
-        f"--train_dir={train_dir}",
-        "--model=NetVLADModelLF",
-        "--frame_features=True",
-        "--feature_sizes=16,8",
-        f"--num_classes={CLASSES}",
-        "--max_frames=10",
-        "--iterations=6",
-        "--netvlad_cluster_size=4",
-        "--netvlad_hidden_size=8",
-        "--gating=True",
-        "--moe_prob_gating=True",
-        "--batch_size=4",
-        "--base_learning_rate=0.01",
-        "--num_readers=0",
-        "--progress=False",
-        "--device=cpu",
-        *extra,
-    ]
+    """test_train's tiny gated NetVLAD, in batches of 4, on the CPU."""
+    return train_tiny_argv(pattern, train_dir, "--batch_size=4", "--device=cpu", *extra)
 
 
 def _free_port() -> int:

@@ -25,12 +25,11 @@ from yt8m.train import TrainingError, train
 TRAIN_VIDEOS, CLASSES = 60, 12
 
 
-@pytest.fixture(scope="module")
-def train_pattern(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
+def write_tiny_training_set(root, videos: int) -> str:
+    """`videos` tiny frame-level training videos in 3 shards; returns their glob."""
     patterns = write_dataset(
         root,
-        videos={"train": TRAIN_VIDEOS},
+        videos={"train": videos},
         shards=3,
         classes=CLASSES,
         frames=(3, 10),
@@ -38,6 +37,11 @@ def train_pattern(tmp_path_factory):
         levels=("frame",),
     )
     return patterns["frame"]["train"]
+
+
+@pytest.fixture(scope="module")
+def train_pattern(tmp_path_factory):
+    return write_tiny_training_set(tmp_path_factory.mktemp("data"), TRAIN_VIDEOS)
 
 
 def tiny_argv(pattern, train_dir, *extra):
