@@ -3,6 +3,7 @@ deterministic training that resumes at any batch."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import numpy as np
@@ -52,13 +53,7 @@ def all_ids(pattern: str) -> list[str]:
     return [vid for vid, _ in iter_video_labels(pattern, 10)]
 
 
-@pytest.mark.parametrize("mode", ["in process", "in process, large batches", "2 workers"])
-def test_frame_batches_hold_the_records_zero_padded(dataset, mode, monkeypatch):
-    """Every way a batch is allocated pads with zero rows (fidelity.md §2.2)."""
-    if mode == "in process, large batches":
-        monkeypatch.setattr(loader_module, "_FRESH_PAGES_BYTES", 0)
-    readers = 2 if mode == "2 workers" else 0
-    pattern = dataset["frame"]["validate"]
+def records_by_id(pattern: str) -> dict:
     records = {}
     for path in expand_pattern(pattern):
         for payload in read_records(path):
@@ -66,24 +61,69 @@ def test_frame_batches_hold_the_records_zero_padded(dataset, mode, monkeypatch):
                 payload, [("rgb", 8), ("audio", 3)], max_frames=6, num_classes=10
             )
             records[record.video_id] = record
+    return records
+
+
+def check_frame_batch(batch: dict, records: dict) -> None:
+    """The batch holds its records' frames, zero-padded (fidelity.md §2.2), and labels."""
+    assert batch.keys() == {"video_ids", "inputs", "num_frames", "labels"}
+    assert batch["inputs"].dtype == torch.uint8 and batch["inputs"].shape[1:] == (6, 11)
+    assert batch["labels"].dtype == torch.bool and batch["labels"].shape[1] == 10
+    assert batch["num_frames"].dtype == torch.int64
+    for row, vid in enumerate(batch["video_ids"]):
+        record = records[vid]
+        n = record.num_frames
+        assert batch["num_frames"][row] == n
+        np.testing.assert_array_equal(batch["inputs"][row, :n].numpy(), record.frames)
+        assert not batch["inputs"][row, n:].any()
+        assert torch.equal(
+            batch["labels"][row].nonzero().flatten(), torch.from_numpy(record.labels)
+        )
+
+
+@pytest.mark.parametrize("readers", [0, 2])
+def test_frame_batches_kept_together_hold_the_records_zero_padded(dataset, readers):
+    """Batches the consumer keeps never share memory, however they are allocated."""
+    pattern = dataset["frame"]["validate"]
     batches = list(make_loader(flags(f"--num_readers={readers}"), pattern, training=False))
     sizes = [len(b["video_ids"]) for b in batches]
     assert sum(sizes) == 17 and max(sizes) == 3
     if readers == 0:
         assert sizes == [3, 3, 3, 3, 3, 2]  # last partial batch kept
+    assert len({b["inputs"].data_ptr() for b in batches}) == len(batches)
+    records = records_by_id(pattern)
     for batch in batches:
-        assert batch["inputs"].dtype == torch.uint8 and batch["inputs"].shape[1:] == (6, 11)
-        assert batch["labels"].dtype == torch.bool and batch["labels"].shape[1] == 10
-        assert batch["num_frames"].dtype == torch.int64
-        for row, vid in enumerate(batch["video_ids"]):
-            record = records[vid]
-            n = record.num_frames
-            assert batch["num_frames"][row] == n
-            np.testing.assert_array_equal(batch["inputs"][row, :n].numpy(), record.frames)
-            assert not batch["inputs"][row, n:].any()
-            assert torch.equal(
-                batch["labels"][row].nonzero().flatten(), torch.from_numpy(record.labels)
-            )
+        check_frame_batch(batch, records)
+
+
+def memory_identity(tensor: torch.Tensor, in_worker: bool) -> int:
+    """The address of an in-process batch; the shared-memory segment of a worker's."""
+    if in_worker:
+        fd, _ = tensor.untyped_storage()._share_fd_cpu_()
+        return os.fstat(fd).st_ino
+    return tensor.data_ptr()
+
+
+@pytest.mark.parametrize("readers", [0, 2])
+def test_reused_batch_memory_is_cleared_where_a_shorter_video_ends(dataset, readers):
+    """A consumer that lets each batch go gets the same memory again (no page faults);
+    rows an earlier, longer video wrote are zero again (fidelity.md §2.2). Views the
+    consumer keeps keep their batch's memory out of reuse."""
+    pattern = dataset["frame"]["train"]
+    records = records_by_id(pattern)
+    loader = make_loader(
+        flags(f"--num_readers={readers}", "--num_epochs=3"), pattern, training=True
+    )
+    memory, kept_views, kept_copies = [], [], []
+    for step, batch in enumerate(loader):
+        check_frame_batch(batch, records)
+        memory.append(memory_identity(batch["inputs"], in_worker=readers > 0))
+        if step in (0, 7):  # keep a view of two batches, with a copy to compare later
+            kept_views.append(batch["inputs"][:, :3])
+            kept_copies.append(batch["inputs"][:, :3].clone())
+    assert len(set(memory)) < len(memory) / 2  # memory was reused
+    for view, copy in zip(kept_views, kept_copies, strict=True):
+        assert torch.equal(view, copy)  # ... but never under a view still held
 
 
 def test_video_batches(dataset):

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from yt8m.data.batch_memory import LocalBuffers, ReleaseFlags, SharedBuffers
 from yt8m.data.records import parse_frame_record, parse_video_record
 from yt8m.data.tfrecord import (
     Payload,
@@ -44,8 +45,8 @@ from yt8m.flags import FlagError, Flags
 
 FRAME_SHUFFLE_BUFFER = 1024  # records (~200 KB each)
 VIDEO_SHUFFLE_BUFFER = 8192  # records (~5 KB each)
-_FRESH_PAGES_BYTES = 1 << 25  # allocations this large are fresh zero pages (glibc mmap)
 
+_BUFFER_KEY = "_buffer"  # where a worker's batch came from; BatchLoader removes it
 Source = tuple[Payload, str, int]  # payload, file, record index in the file
 
 
@@ -134,31 +135,13 @@ def _shuffled(items: Iterator[Source], size: int, rng: np.random.Generator) -> I
     yield from buffer
 
 
-def _new_tensor(
-    shape: tuple[int, ...], dtype: torch.dtype, in_worker: bool
-) -> tuple[torch.Tensor, bool]:
-    """A tensor for a batch and whether it is already zero.
-
-    In a worker: a new shared-memory segment (it reads as zeros, POSIX ftruncate), so
-    sending it to the main process copies nothing. In process: a large batch comes zeroed
-    from fresh pages (calloc), which stay untouched where no frame is written; a small one
-    reuses freed memory, uninitialised. numpy allocates: torch's fill kernels start threads.
-    """
-    if in_worker:
-        storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
-        return torch.empty(0, dtype=dtype).set_(storage, 0, shape), True
-    numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
-    large = math.prod(shape) * numpy_dtype.itemsize >= _FRESH_PAGES_BYTES
-    array = np.zeros(shape, numpy_dtype) if large else np.empty(shape, numpy_dtype)
-    return torch.from_numpy(array), large
-
-
 class RecordBatches(IterableDataset):
     """Yields ready batches (see `make_loader`) of this worker's share of the records."""
 
-    def __init__(self, plan: ReadPlan) -> None:
+    def __init__(self, plan: ReadPlan, release: ReleaseFlags | None = None) -> None:
         super().__init__()
         self.plan = plan
+        self.release = release  # workers' pooled buffers the main process let go
 
     def _sources(self, worker: int, stats: ReadStats) -> Iterator[Source]:
         plan = self.plan
@@ -168,16 +151,15 @@ class RecordBatches(IterableDataset):
                     if (index + offset) % stride == 0:
                         yield payload, path, index
 
-    def _batch(self, sources: list[Source], in_worker: bool) -> dict:
+    def _batch(self, sources: list[Source], buffers: LocalBuffers | SharedBuffers) -> dict:
         plan = self.plan
         size = len(sources)
         dim = sum(s for _, s in plan.features)
         labels = torch.from_numpy(np.zeros((size, plan.num_classes), np.bool_))
         num_frames = torch.from_numpy(np.ones(size, np.int64))
         shape = (size, plan.max_frames, dim) if plan.frame_level else (size, dim)
-        dtype = torch.uint8 if plan.frame_level else torch.float32
-        inputs, zeroed = _new_tensor(shape, dtype, in_worker)
-        inputs_np, labels_np, num_frames_np = inputs.numpy(), labels.numpy(), num_frames.numpy()
+        buffer = buffers.take(shape, torch.uint8 if plan.frame_level else torch.float32)
+        inputs_np, labels_np, num_frames_np = buffer.array, labels.numpy(), num_frames.numpy()
         video_ids = []
         for row, (payload, path, index) in enumerate(sources):
             source = f"{path}, record {index}"
@@ -191,8 +173,7 @@ class RecordBatches(IterableDataset):
                     out=inputs_np[row],
                 )
                 num_frames_np[row] = record.num_frames
-                if not zeroed:
-                    inputs_np[row, record.num_frames :] = 0
+                buffer.clear_stale(row, record.num_frames)
             else:
                 record = parse_video_record(
                     payload, plan.features, num_classes=plan.num_classes, source=source
@@ -202,9 +183,10 @@ class RecordBatches(IterableDataset):
             labels_np[row, record.labels] = True
         return {
             "video_ids": video_ids,
-            "inputs": inputs,
+            "inputs": buffer.tensor,
             "num_frames": num_frames,
             "labels": labels,
+            _BUFFER_KEY: buffer.place,
         }
 
     def __iter__(self) -> Iterator[dict]:
@@ -212,6 +194,7 @@ class RecordBatches(IterableDataset):
         plan = self.plan
         worker = (info.id + plan.first_worker) % plan.workers if info is not None else 0
         stats = ReadStats()
+        buffers = LocalBuffers() if info is None else SharedBuffers(self.release, info.id)
         sources = self._sources(worker, stats)
         if plan.training:
             rng = np.random.default_rng([plan.seed, plan.rank, worker])
@@ -223,11 +206,11 @@ class RecordBatches(IterableDataset):
                 batch.append(source)
                 if len(batch) == plan.batch_size:
                     if made >= plan.skip_batches[worker]:
-                        yield self._batch(batch, info is not None)
+                        yield self._batch(batch, buffers)
                     made += 1
                     batch = []
             if batch and made >= plan.skip_batches[worker]:
-                yield self._batch(batch, info is not None)
+                yield self._batch(batch, buffers)
         except YT8MError as err:
             if info is None:
                 raise
@@ -244,9 +227,17 @@ class BatchLoader:
         self.dataloader = loader
 
     def __iter__(self) -> Iterator[dict]:
+        release = self.dataloader.dataset.release
+        if release is not None:
+            release.reset()
         for batch in self.dataloader:
             if "error" in batch:
                 raise batch["error"]
+            place = batch.pop(_BUFFER_KEY)
+            if release is not None:
+                release.release_unused()
+                if place is not None:
+                    release.hold(batch["inputs"], place)
             yield batch
 
 
@@ -300,7 +291,7 @@ def make_loader(
     if start_batch > 0:
         plan = _with_resume(plan, start_batch)
     loader = DataLoader(
-        RecordBatches(plan),
+        RecordBatches(plan, ReleaseFlags(workers) if workers else None),
         batch_size=None,
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
