@@ -121,8 +121,8 @@ def test_a_failing_rank_stops_every_rank_under_torchrun(uneven_shards, tmp_path)
     payload[len(payload) // 2] ^= 0xFF
     damaged.write_bytes(bytes(payload))
     argv = tiny_argv(data / "train*.tfrecord", tmp_path / "run", "--max_steps=50")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
-    torchrun += ["--master_port", str(_free_port()), "-m", "yt8m", "train", *argv]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    torchrun += ["-m", "yt8m", "train", *argv]  # --standalone: torchrun picks a free port
     result = subprocess.run(
         torchrun,
         capture_output=True,

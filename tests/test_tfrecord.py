@@ -159,6 +159,28 @@ def test_skip_corrupt_after_a_bad_length_skips_the_rest_of_the_file(tmp_path, ca
     )
 
 
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_damage_after_many_records_comes_after_every_record_before_it(tmp_path, compression):
+    """Payload CRCs of plain files are computed ahead on a helper thread, in windows of
+    records: every record before a damaged one is still handed out first, in order."""
+    payloads = [f"record {i}".encode() * (i % 7) for i in range(70)]
+    plain = bytearray(write(tmp_path / "f.tfrecord", payloads).read_bytes())
+    starts, _ = record_starts(payloads)
+    plain[starts[40] + 13] ^= 1  # a payload byte of record 40 (bad payload CRC)
+    plain = plain[: starts[61] + 5]  # record 61 truncated
+    path = tmp_path / ("d.tfrecord.gz" if compression else "d.tfrecord")
+    path.write_bytes(gzip.compress(plain) if compression else plain)
+    reader = read_records(str(path))
+    assert [next(reader) for _ in range(40)] == payloads[:40]
+    with pytest.raises(CorruptRecordError, match=rf"bad payload CRC .* byte {starts[40]}"):
+        next(reader)
+    stats = ReadStats()
+    kept = list(read_records(str(path), skip_corrupt=True, stats=stats))
+    assert kept == payloads[:40] + payloads[41:61]
+    assert stats.skipped_records == {str(path): 1}
+    assert stats.skipped_tails[str(path)][0] == starts[61]
+
+
 def test_missing_file_is_a_record_error(tmp_path):
     with pytest.raises(RecordError, match="absent.tfrecord"):
         list(read_records(str(tmp_path / "absent.tfrecord")))
