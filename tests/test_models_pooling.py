@@ -17,6 +17,7 @@ from yt8m.models.pooling import (
     NetVLAGD,
     SoftDBoF,
     aggregate,
+    aggregate_squares,
     global_normalize,
     intra_then_global_normalize,
 )
@@ -245,7 +246,9 @@ def test_hand_written_backwards_pass_gradcheck():
     x = torch.randn(2, N, D, dtype=torch.float64, requires_grad=True)
     a = torch.rand(2, N, K, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(aggregate, (x, a))
+    assert torch.autograd.gradcheck(aggregate_squares, (x, a))
     torch.testing.assert_close(aggregate(x, a), torch.einsum("btd,btk->bdk", x, a))
+    torch.testing.assert_close(aggregate_squares(x, a), torch.einsum("btd,btk->bdk", x * x, a))
     v = torch.randn(2, D, K, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(global_normalize, (v,))
     torch.testing.assert_close(global_normalize(v), l2_normalize(v.reshape(2, -1), dim=1))

@@ -67,6 +67,31 @@ def aggregate(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return _Aggregate.apply(x, a)
 
 
+class _AggregateSquares(torch.autograd.Function):
+    """``(x^2)^T a``; its gradient for x, ``2 x (a g^T)``, is the bmm and one in-place
+    pass (autograd's square backward adds two allocating passes over ``[B, N, D]``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        squares = x.square()
+        ctx.save_for_backward(x, squares, a)
+        return torch.bmm(squares.transpose(1, 2), a)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, squares, a = ctx.saved_tensors
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.bmm(a, (2 * grad).transpose(1, 2)).mul_(x)
+        grad_a = torch.bmm(squares, grad) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_a
+
+
+def aggregate_squares(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``sum_t a[b,t,k] x[b,t,d]^2`` as ``[B, D, K]``."""
+    return _AggregateSquares.apply(x, a)
+
+
 class _IntraThenGlobalNormalize(torch.autograd.Function):
     """``out = v * s_k`` with ``s_k = r_k R``: ``r_k = 1 / max(n_k, 1e-6)`` (n_k: cluster
     k's norm over D) and ``R = 1 / max(||(n_k r_k)_k||, 1e-6)``, the whole-vector norm
@@ -209,7 +234,7 @@ class NetFV(nn.Module):
         # fv1 = ax/s - a_sum c/s; fv2 = ax2/s^2 - ax 2c/s^2 + a_sum (c^2/s^2 - 1):
         # [D, K] factors times the big [B, D, K] sums, two or three passes each.
         fv1 = torch.addcmul(ax * inverse, a_sum, c * inverse, value=-1)
-        fv2 = aggregate(x.square(), a) * inverse2
+        fv2 = aggregate_squares(x, a) * inverse2
         fv2 = torch.addcmul(fv2, ax, c * inverse2, value=-2)
         fv2 = torch.addcmul(fv2, a_sum, c.square() * inverse2 - 1)
         return torch.cat([intra_then_global_normalize(fv1), global_normalize(fv2)], dim=1)
