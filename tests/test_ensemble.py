@@ -123,6 +123,32 @@ def test_matches_reference_on_random_files_aligned_then_shuffled(tmp_path, lines
         assert [c for _, c in got[vid]] == pytest.approx([c for _, c in pairs], abs=5e-7)
 
 
+@pytest.mark.parametrize("lines_per_chunk", [4, 1000])
+def test_fixed_width_files_of_any_number_shape_give_percent_f_of_the_means(
+    tmp_path, lines_per_chunk
+):
+    # Fast-shape files (%f, 5 or 3 pairs a line) and one written with %g (read by the
+    # general reader) stay aligned; the output is the exact means written with %f.
+    rng = np.random.default_rng(7)
+    files = []
+    for f, (pairs, shape) in enumerate([(5, "f"), (3, "f"), (5, "g")]):
+        lines = []
+        for i in range(10):
+            labels = rng.choice(12, pairs, replace=False)
+            conf = rng.integers(0, 64, pairs) / 64
+            text = " ".join(f"{a} {c:{shape}}" for a, c in zip(labels, conf, strict=True))
+            lines.append(f"v{i},{text}")
+        files.append((write(tmp_path / f"m{f}.csv", lines), float(f + 1)))
+    out = tmp_path / "avg.csv"
+    models = parse_models([p for p, _ in files], [w for _, w in files])
+    average_files(models, out, top_k=6, lines_per_chunk=lines_per_chunk, progress=False)
+    expected = reference_average(files, top_k=6)
+    assert out.read_text() == HEADER + "".join(
+        f"{vid}," + " ".join(f"{lab:d} {mean:f}" for lab, mean in pairs) + "\n"
+        for vid, pairs in expected.items()
+    )
+
+
 def random_files(tmp_path, rng, labels: np.ndarray, videos: int = 30) -> list[tuple[str, float]]:
     """Three aligned files whose pairs draw from `labels` (a label may repeat in a line)."""
     files = []

@@ -8,9 +8,11 @@ line is read (the original's script read only the first half of each line's pair
 The mean is computed in float64 from the files' values (the original truncated each
 confidence to 5 decimals first).
 
-Streaming: the files are read in chunks of lines side by side. While they list the
-same videos in the same order (what `yt8m infer` writes for one split) each chunk is
-averaged and written at once, so memory stays bounded by the chunk. From the first
+Streaming: the files are read in chunks of lines side by side; two threads read and
+parse the next chunk of every file while the current one is averaged (numpy releases
+the GIL). While they list the same videos in the same order (what `yt8m infer` writes
+for one split) each chunk is averaged and written at once, so memory stays bounded by
+two chunks of every file. From the first
 chunk where they differ, the remaining pairs are collected (16 bytes per pair) and
 averaged at the end; videos are then written in order of first appearance.
 
@@ -27,6 +29,7 @@ import difflib
 import json
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +58,8 @@ WILLOW_INPUTS = (
     "test-lstm-0002-val-150-random",
 )
 WILLOW_OUTPUT = "WILLOW_submission.csv"
-_DENSE_CELLS = 1 << 20  # float64 cells of the averaging scratch (8 MiB)
+_DENSE_CELLS = 1 << 18  # float64 cells of the averaging scratch (2 MiB: stays in cache)
+_READ_THREADS = 2  # threads reading and parsing the files' next chunks
 _DENSE_LABELS = 1 << 16  # above this label number, the labels present are renumbered
 
 
@@ -120,6 +124,22 @@ class _VideoIndex:
         self.ids: dict[str, int] = {}
         self.names: list[str] = []
         self._seen = [np.zeros(0, dtype=bool) for _ in range(num_files)]
+        self._shared = 0  # videos 0 .. _shared - 1 are in every file (aligned chunks)
+
+    def add_to_all(self, chunk: SubmissionChunk) -> None:
+        """Register the chunk's videos, listed alike by every file; error on a repeat."""
+        ids = chunk.video_ids
+        fresh = dict.fromkeys(ids)
+        if len(fresh) != len(ids) or not self.ids.keys().isdisjoint(fresh):
+            seen = set(self.ids)
+            for offset, video_id in enumerate(ids):
+                if video_id in seen:
+                    _raise_duplicate(chunk, offset)
+                seen.add(video_id)
+        start = len(self.names)
+        self.ids.update(zip(ids, range(start, start + len(ids)), strict=True))
+        self.names.extend(ids)
+        self._shared = len(self.names)
 
     def add(self, file: int, chunk: SubmissionChunk) -> np.ndarray:
         """Indices [n] of the chunk's videos; error on a video seen before in that file."""
@@ -139,67 +159,107 @@ class _VideoIndex:
         _, first = np.unique(indices, return_index=True)
         repeated = np.ones(indices.size, dtype=bool)
         repeated[first] = False
-        repeated |= seen[indices]
+        repeated |= seen[indices] | (indices < self._shared)
         if repeated.any():
-            offset = int(np.flatnonzero(repeated)[0])
-            raise EnsembleError(
-                f"{chunk.path}:{chunk.first_line + offset}: duplicated video id "
-                f"'{chunk.video_ids[offset]}'"
-            )
+            _raise_duplicate(chunk, int(np.flatnonzero(repeated)[0]))
         seen[indices] = True
         return indices
+
+
+def _raise_duplicate(chunk: SubmissionChunk, offset: int) -> None:
+    raise EnsembleError(
+        f"{chunk.path}:{chunk.first_line + offset}: duplicated video id '{chunk.video_ids[offset]}'"
+    )
 
 
 # ---- averaging ----------------------------------------------------------------------------
 
 
+class _Scratch:
+    """Dense [rows, labels] sums and presence flags, zero between uses."""
+
+    def __init__(self) -> None:
+        self.sums = np.zeros(_DENSE_CELLS)
+        self.present = np.zeros(_DENSE_CELLS, dtype=bool)
+
+
 def _top_k_of_sums(
-    parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], num_rows: int, k: int
+    rows: np.ndarray,
+    labels: np.ndarray,
+    values: np.ndarray,
+    num_rows: int,
+    k: int,
+    scratch: _Scratch,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sum the values of equal (row, label) pairs, then rank each row.
 
-    parts: one (rows [P] int64 ascending, labels [P] int64, values [P] float64) per
-    file, in file order. Each sum is added in part order, then pair order (as the
-    original's counters did), in a dense [rows, labels] scratch of a few rows at a time.
+    rows [P] int64 ascending, labels [P] int64, values [P] float64: within a row, the
+    pairs in summing order (file order, then pair order, as the original's counters
+    added them). The sums are made in the dense scratch, a few rows at a time (small
+    enough to stay in cache); only the cells touched are read back and reset. Then
+    every row's distinct labels are ranked at once.
     Returns labels [num_rows, k] (-1 where a row has fewer than k distinct labels) and
     their sums [num_rows, k] (-inf there).
     """
     names = None
-    span = 1 + max((int(p[1].max()) for p in parts if p[1].size), default=0)
+    span = 1 + int(labels.max(initial=0))
     if span > _DENSE_LABELS:  # large label numbers: renumber the labels present
-        names, inverse = np.unique(np.concatenate([p[1] for p in parts]), return_inverse=True)
-        bounds = np.cumsum([p[1].size for p in parts])[:-1]
-        parts = [(p[0], lab, p[2]) for p, lab in zip(parts, np.split(inverse, bounds), strict=True)]
+        names, labels = np.unique(labels, return_inverse=True)
         span = names.size
-    top_labels = np.full((num_rows, k), -1, dtype=np.int64)
-    top_sums = np.full((num_rows, k), -np.inf)
-    block = max(1, _DENSE_CELLS // span)
-    for start in range(0, num_rows, block):
-        stop = min(start + block, num_rows)
-        sums = np.zeros((stop - start) * span)
-        present = np.zeros(sums.size, dtype=bool)
-        for rows, labels, values in parts:
-            lo, hi = np.searchsorted(rows, [start, stop])
-            cells = (rows[lo:hi] - start) * span + labels[lo:hi]
-            np.add.at(sums, cells, values[lo:hi])
-            present[cells] = True
-        cells = np.flatnonzero(present)  # by row, then label
-        row = cells // span
-        counts = np.bincount(row, minlength=stop - start)
-        width = int(counts.max(initial=0))
-        if width == 0:
-            continue
-        column = np.arange(cells.size) - (np.cumsum(counts) - counts)[row]
-        dense = np.full((stop - start, width), -np.inf)
-        dense_labels = np.full((stop - start, width), -1, dtype=np.int64)
-        dense[row, column] = sums[cells]
-        dense_labels[row, column] = cells % span if names is None else names[cells % span]
-        values, positions = top_k_per_row(dense, k)
-        labels = np.take_along_axis(dense_labels, positions, axis=1)
-        labels[np.isneginf(values)] = -1
-        top_labels[start:stop, : values.shape[1]] = labels
-        top_sums[start:stop, : values.shape[1]] = values
+    block = max(1, scratch.sums.size // span)
+    bounds = np.searchsorted(rows, np.arange(0, num_rows + block, block))
+    found, sums = [], []
+    for start, lo, hi in zip(range(0, num_rows, block), bounds[:-1], bounds[1:], strict=False):
+        cells = rows[lo:hi] - start
+        cells *= span
+        cells += labels[lo:hi]
+        np.add.at(scratch.sums, cells, values[lo:hi])
+        scratch.present[cells] = True
+        cells = np.flatnonzero(scratch.present[: min(block, num_rows - start) * span])
+        sums.append(scratch.sums[cells])  # cells by row, then label
+        scratch.sums[cells] = 0
+        scratch.present[cells] = False
+        cells += start * span
+        found.append(cells)
+    row, label = np.divmod(np.concatenate(found), span)
+    counts = np.bincount(row, minlength=num_rows)
+    width = max(int(counts.max(initial=0)), 1)
+    column = np.arange(row.size) - (np.cumsum(counts) - counts)[row]
+    dense = np.full((num_rows, width), -np.inf)
+    dense_labels = np.full((num_rows, width), -1, dtype=np.int64)
+    dense[row, column] = np.concatenate(sums)
+    dense_labels[row, column] = label if names is None else names[label]
+    top_sums, positions = _top_k_in_column_order(dense, k)
+    top_labels = np.take_along_axis(dense_labels, positions, axis=1)
+    top_labels[np.isneginf(top_sums)] = -1
+    if top_sums.shape[1] < k:  # fewer than k labels in every row
+        pad = k - top_sums.shape[1]
+        top_sums = np.pad(top_sums, ((0, 0), (0, pad)), constant_values=-np.inf)
+        top_labels = np.pad(top_labels, ((0, 0), (0, pad)), constant_values=-1)
     return top_labels, top_sums
+
+
+def _top_k_in_column_order(dense: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`top_k_per_row` (highest first, equal values: smaller column first), faster for
+    narrow rows: the k-th highest value of each row is found by a partition; rows
+    with exactly k values at or above it sort those k; other rows (a tie at the k-th
+    place, padding, NaN) go to `top_k_per_row`."""
+    rows, width = dense.shape
+    if width <= k:
+        return top_k_per_row(dense, k)
+    kth = np.partition(dense, width - k, axis=1)[:, width - k]
+    chosen = dense >= kth[:, None]
+    plain = np.count_nonzero(chosen, axis=1) == k
+    values = np.empty((rows, k))
+    positions = np.empty((rows, k), dtype=np.int64)
+    columns = np.nonzero(chosen[plain])[1].reshape(-1, k)  # ascending in each row
+    chosen_values = np.take_along_axis(dense[plain], columns, axis=1)
+    order = np.argsort(-chosen_values, axis=1, kind="stable")
+    values[plain] = np.take_along_axis(chosen_values, order, axis=1)
+    positions[plain] = np.take_along_axis(columns, order, axis=1)
+    if not plain.all():
+        values[~plain], positions[~plain] = top_k_per_row(dense[~plain], k)
+    return values, positions
 
 
 def _ragged_rows(
@@ -219,46 +279,75 @@ def _ragged_rows(
     return padded_labels, padded_values
 
 
+def _weighted(chunk: SubmissionChunk, weight: float) -> np.ndarray:
+    """weight * confidence, as the original computed it (x * 1.0 == x: no copy)."""
+    return chunk.confidences if weight == 1.0 else chunk.confidences * weight
+
+
+def _by_row(
+    chunks: Sequence[SubmissionChunk], weights: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs of chunks listing the same videos, by row, then file, then pair:
+    (rows, labels, weighted values) [P]."""
+    count = len(chunks[0].ids)
+    widths = [int(c.pair_counts[0]) if count else 0 for c in chunks]
+    if all((c.pair_counts == w).all() for c, w in zip(chunks, widths, strict=True)):
+        labels = np.concatenate([c.labels.reshape(count, -1) for c in chunks], axis=1).ravel()
+        values = np.concatenate(
+            [_weighted(c, w).reshape(count, -1) for c, w in zip(chunks, weights, strict=True)],
+            axis=1,
+        ).ravel()
+        return np.repeat(np.arange(count), sum(widths)), labels, values
+    rows = np.concatenate([np.repeat(np.arange(count), c.pair_counts) for c in chunks])
+    order = np.argsort(rows, kind="stable")
+    labels = np.concatenate([c.labels for c in chunks])[order]
+    values = np.concatenate([_weighted(c, w) for c, w in zip(chunks, weights, strict=True)])
+    return rows[order], labels, values[order]
+
+
+def _read_steps(
+    paths: Sequence[str], lines_per_chunk: int
+) -> Iterator[list[tuple[int, SubmissionChunk | None]]]:
+    """Steps of (file, its next chunk or None at its end) for the files not yet at
+    their end, in file order. Threads read and parse the next step while the caller
+    works on this one (numpy releases the GIL), so memory holds two steps."""
+    readers = [read_submission_chunks(path, lines_per_chunk) for path in paths]
+    with ThreadPoolExecutor(_READ_THREADS) as pool:
+        ahead = {file: pool.submit(next, reader, None) for file, reader in enumerate(readers)}
+        while ahead:
+            step = [(file, future.result()) for file, future in ahead.items()]
+            ahead = {f: pool.submit(next, readers[f], None) for f, c in step if c is not None}
+            yield step
+
+
 def _average_streams(
     models: Sequence[Model], top_k: int, lines_per_chunk: int
-) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+) -> Iterator[tuple[Sequence[str] | np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (video ids, top labels [n, k], mean confidences [n, k]) in output order."""
     total_weight = sum(m.weight for m in models)
     num_files = len(models)
-    active = list(range(num_files))  # files not yet exhausted
-    readers = [read_submission_chunks(m.path, lines_per_chunk) for m in models]
     index = _VideoIndex(len(models))
+    scratch = _Scratch()
     collected: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     aligned, emitted = True, 0
-    while readers:
-        chunks = [next(r, None) for r in readers]
+    for step in _read_steps([m.path for m in models], lines_per_chunk):
+        chunks = [c for _, c in step]
         if aligned and all(c is None for c in chunks):
             return
-        if aligned and all(c is not None and c.video_ids == chunks[0].video_ids for c in chunks):
-            for file, chunk in enumerate(chunks):
-                index.add(file, chunk)
-            count = len(chunks[0].video_ids)
-            parts = [
-                (
-                    np.repeat(np.arange(count), c.pair_counts),
-                    c.labels,
-                    c.confidences * m.weight,
-                )
-                for c, m in zip(chunks, models, strict=True)
-            ]
-            top_labels, top_sums = _top_k_of_sums(parts, count, top_k)
+        if aligned and all(c is not None and c.same_videos(chunks[0]) for c in chunks):
+            index.add_to_all(chunks[0])
+            count = len(chunks[0].ids)
+            rows, labels, values = _by_row(chunks, [m.weight for m in models])
+            top_labels, top_sums = _top_k_of_sums(rows, labels, values, count, top_k, scratch)
             emitted += count
-            yield chunks[0].video_ids, top_labels, top_sums / total_weight
+            yield chunks[0].ids, top_labels, top_sums / total_weight
             continue
         aligned = False  # from here on: collect everything, average at the end
-        for file, chunk in zip(active, chunks, strict=True):
+        for file, chunk in step:
             if chunk is not None:
                 video = np.repeat(index.add(file, chunk), chunk.pair_counts)
                 order_key = video * num_files + file  # sorts by video, then file
-                weighted = chunk.confidences * models[file].weight
-                collected.append((order_key, chunk.labels, weighted))
-        readers = [r for r, c in zip(readers, chunks, strict=True) if c is not None]
-        active = [f for f, c in zip(active, chunks, strict=True) if c is not None]
+                collected.append((order_key, chunk.labels, _weighted(chunk, models[file].weight)))
     if collected:
         video, labels, values = (np.concatenate(parts) for parts in zip(*collected, strict=True))
     else:
@@ -270,8 +359,9 @@ def _average_streams(
     for start in range(0, remaining, lines_per_chunk):
         stop = min(start + lines_per_chunk, remaining)
         lo, hi = np.searchsorted(video, [start, stop])
-        part = (video[lo:hi] - start, labels[lo:hi], values[lo:hi])
-        top_labels, top_sums = _top_k_of_sums([part], stop - start, top_k)
+        top_labels, top_sums = _top_k_of_sums(
+            video[lo:hi] - start, labels[lo:hi], values[lo:hi], stop - start, top_k, scratch
+        )
         yield index.names[emitted + start : emitted + stop], top_labels, top_sums / total_weight
 
 

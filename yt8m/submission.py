@@ -5,23 +5,29 @@ confidence first (equal confidences: smaller label first, the ranking rule of
 `yt8m.metrics`), confidences written with ``%f``. Names ending in ``.gz`` are
 gzip-compressed, for reading and writing.
 
-Reading is vectorised: a chunk of lines is parsed by `numpy.loadtxt`; a chunk it
-cannot parse (lines of different lengths, a bad token) is read again line by line,
-which either parses it or raises `SubmissionError` naming the file and the line.
+Reading is vectorised: files are read as bytes, a chunk of lines at a time. A chunk
+whose lines all have the shape written with `%d %f` is parsed by
+`yt8m.csv_numbers.parse_pair_lines`; any other chunk is decoded and parsed by
+`numpy.loadtxt`, and a chunk that loadtxt cannot parse (lines of different lengths, a
+bad token) is read again line by line, which either parses it or raises
+`SubmissionError` naming the file and the line. Writing assembles a chunk's lines in
+one byte matrix (`yt8m.csv_numbers.format_pair_lines`) when ids are ASCII and values
+lie in [0, 1000); other chunks are written by Python's `%` formatting.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
-import itertools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import IO
 
 import numpy as np
 
+from yt8m.csv_numbers import PAD, format_pair_lines, parse_pair_lines
 from yt8m.errors import YT8MError
 from yt8m.metrics import ArrayLike, first_nan_row, top_k_per_row
 
@@ -29,6 +35,7 @@ SUBMISSION_HEADER = "VideoId,LabelConfidencePairs"
 # The original's averaging script wrote `VideoID`; headers are compared case-insensitively.
 _HEADER_KEY = SUBMISSION_HEADER.lower()
 _LARGEST_LABEL = 2**31 - 1
+_FIRST_READ = 1 << 20  # bytes; later reads are sized for the lines still missing
 
 
 class SubmissionError(YT8MError, ValueError):
@@ -51,12 +58,22 @@ def format_submission_lines(video_ids: Sequence[str], probabilities: ArrayLike, 
 
 
 def format_ranked_lines(
-    video_ids: Sequence[str], labels: np.ndarray, confidences: np.ndarray
+    video_ids: Sequence[str] | np.ndarray, labels: np.ndarray, confidences: np.ndarray
 ) -> str:
     """Lines for pairs already ranked: labels [B, k] int, confidences [B, k] float.
 
-    A row may end in padding (label < 0), which is not written.
+    video_ids: B strings (a list, or an 'S' array of ASCII ids, or an object array). A row may end in padding
+    (label < 0), which is not written.
     """
+    if isinstance(video_ids, np.ndarray):
+        video_ids = video_ids if video_ids.dtype.kind == "S" else video_ids.tolist()
+    ids = video_ids if isinstance(video_ids, np.ndarray) else _ascii_ids(video_ids)
+    if ids is not None:
+        text = format_pair_lines(ids, labels, confidences)
+        if text is not None:
+            return text.decode("ascii")
+    if isinstance(video_ids, np.ndarray):
+        video_ids = video_ids.astype(str).tolist()
     batch, k = labels.shape
     interleaved = np.empty((batch, 2 * k), dtype=np.float64)
     interleaved[:, 0::2] = labels
@@ -70,24 +87,38 @@ def format_ranked_lines(
     )
 
 
+def _ascii_ids(video_ids: Sequence[str]) -> np.ndarray | None:
+    """The ids as an 'S' array, or None when one is not ASCII or holds a NUL byte."""
+    try:
+        ids = np.array(video_ids, dtype="S")
+    except UnicodeEncodeError:
+        return None
+    if ids.size and np.count_nonzero(ids.view(np.uint8)) != sum(map(len, video_ids)):
+        return None
+    return ids.reshape(len(video_ids))
+
+
 @dataclass
 class SubmissionChunk:
     """Consecutive lines of one file. pair_counts [n]; labels, confidences: the
     pairs of all n lines, concatenated in file order."""
 
     path: str
-    first_line: int  # 1-based line number of video_ids[0]
-    video_ids: list[str]
+    first_line: int  # 1-based line number of the first video
+    ids: np.ndarray  # [n] video ids: 'S' (ASCII, from the fast reader) or object (str)
     pair_counts: np.ndarray  # int64 [n]
     labels: np.ndarray  # int64 [sum(pair_counts)]
     confidences: np.ndarray  # float64 [sum(pair_counts)]
 
+    @cached_property
+    def video_ids(self) -> list[str]:
+        return (self.ids.astype(str) if self.ids.dtype.kind == "S" else self.ids).tolist()
 
-def open_text(path: str | os.PathLike) -> IO[str]:
-    """Open a (possibly .gz) text file for reading."""
-    if str(path).endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+    def same_videos(self, other: SubmissionChunk) -> bool:
+        """Whether both chunks list the same videos in the same order."""
+        if self.ids.dtype.kind == other.ids.dtype.kind == "S":
+            return self.ids.shape == other.ids.shape and bool((self.ids == other.ids).all())
+        return self.video_ids == other.video_ids
 
 
 def read_submission_chunks(
@@ -101,27 +132,100 @@ def read_submission_chunks(
     """
     path = str(path)
     try:
-        stream = open_text(path)
+        stream = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")  # noqa: SIM115
     except OSError as err:
         raise SubmissionError(f"{path}: cannot open: {err.strerror}") from err
     with stream:
-        header = stream.readline()
+        try:
+            header = stream.readline().decode("utf-8", errors="replace")
+        except (OSError, EOFError) as err:
+            raise SubmissionError(f"{path}: unreadable: {err}") from err
         if header.strip().lower() != _HEADER_KEY:
             raise SubmissionError(
                 f"{path}:1: expected the header '{SUBMISSION_HEADER}', found '{header.strip()[:80]}'"
             )
-        line_number = 2
+        yield from _LineBlocks(stream, path, lines_per_chunk)
+
+
+class _LineBlocks:
+    """Chunks of whole lines read into one reused byte buffer (PAD bytes before)."""
+
+    def __init__(self, stream: IO[bytes], path: str, lines_per_chunk: int) -> None:
+        self.stream, self.path, self.lines_per_chunk = stream, path, lines_per_chunk
+        self.buffer = np.zeros(PAD + _FIRST_READ, dtype=np.uint8)
+        self.work = np.empty(self.buffer.size, dtype=bool)
+        self.size = 0  # data bytes held after PAD
+        self.ends = np.zeros(0, dtype=np.int64)  # positions of the held newlines
+        self.line_number = 2
+        self.bytes_done, self.lines_done = 0, 0
+
+    def __iter__(self) -> Iterator[SubmissionChunk]:
+        eof = False
         while True:
-            try:
-                lines = list(itertools.islice(stream, lines_per_chunk))
-            except (OSError, EOFError, UnicodeDecodeError) as err:
-                raise SubmissionError(
-                    f"{path}: unreadable after line {line_number - 1}: {err}"
-                ) from err
-            if not lines:
+            while self.ends.size < self.lines_per_chunk and not eof:
+                eof = not self._read()
+            if self.ends.size == 0:
                 return
-            yield _parse_chunk(path, line_number, lines)
-            line_number += len(lines)
+            take = min(self.lines_per_chunk, self.ends.size)
+            cut = int(self.ends[take - 1]) + 1
+            parsed = parse_pair_lines(self.buffer, self.ends[:take], self.work)
+            if parsed is None:
+                chunk = _parse_text(self.path, self.line_number, self.buffer[PAD:cut].tobytes())
+            else:
+                chunk = SubmissionChunk(
+                    self.path,
+                    self.line_number,
+                    parsed.ids,
+                    parsed.counts,
+                    parsed.labels,
+                    parsed.confidences,
+                )
+            self.line_number += len(chunk.ids)
+            self.bytes_done += cut - PAD
+            self.lines_done += take
+            rest = PAD + self.size - cut
+            self.buffer[PAD : PAD + rest] = self.buffer[cut : cut + rest]
+            self.ends = self.ends[take:] - (cut - PAD)
+            self.size = rest
+            yield chunk
+
+    def _read(self) -> bool:
+        """Read more bytes and find their newlines; False at the end of the file."""
+        missing = self.lines_per_chunk - self.ends.size
+        average = self.bytes_done / self.lines_done if self.lines_done else 0
+        want = max(1 << 16, int(missing * average * 1.02)) if average else _FIRST_READ
+        if PAD + self.size + want + 1 > self.buffer.size:
+            grown = np.zeros(max(PAD + self.size + want + 1, 3 * self.buffer.size // 2), np.uint8)
+            grown[: PAD + self.size] = self.buffer[: PAD + self.size]
+            self.buffer, self.work = grown, np.empty(grown.size, dtype=bool)
+        start = PAD + self.size
+        try:
+            got = self.stream.readinto(memoryview(self.buffer)[start : start + want])
+        except (OSError, EOFError) as err:
+            raise SubmissionError(
+                f"{self.path}: unreadable after line {self.line_number - 1}: {err}"
+            ) from err
+        if not got:
+            held = self.ends[-1] + 1 if self.ends.size else PAD
+            if start > held:  # a last line without a newline
+                self.buffer[start] = ord("\n")
+                self.size += 1
+                self.ends = np.append(self.ends, start)
+            return False
+        newline = np.equal(self.buffer[start : start + got], ord("\n"), out=self.work[:got])
+        found = np.flatnonzero(newline)
+        self.ends = np.concatenate([self.ends, found + start])
+        self.size += got
+        return True
+
+
+def _parse_text(path: str, first_line: int, data: bytes) -> SubmissionChunk:
+    """Lines of any shape, decoded as text (universal newlines, as `open` reads)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SubmissionError(f"{path}: unreadable after line {first_line - 1}: {err}") from err
+    return _parse_chunk(path, first_line, io.StringIO(text, newline=None).readlines())
 
 
 def _parse_chunk(path: str, first_line: int, lines: list[str]) -> SubmissionChunk:
@@ -145,7 +249,9 @@ def _parse_chunk(path: str, first_line: int, lines: list[str]) -> SubmissionChun
     if not (valid_labels.all() and np.isfinite(confidences).all()):
         return _parse_lines(path, first_line, ids, rests)  # raises, naming the line
     counts = np.full(len(ids), numbers.shape[1] // 2, dtype=np.int64)
-    return SubmissionChunk(path, first_line, ids, counts, labels.astype(np.int64), confidences)
+    return SubmissionChunk(
+        path, first_line, _object_array(ids), counts, labels.astype(np.int64), confidences
+    )
 
 
 def _parse_lines(path: str, first_line: int, ids: list[str], rests: list[str]) -> SubmissionChunk:
@@ -172,11 +278,17 @@ def _parse_lines(path: str, first_line: int, ids: list[str], rests: list[str]) -
     return SubmissionChunk(
         path,
         first_line,
-        ids,
+        _object_array(ids),
         np.array(counts, dtype=np.int64),
         np.array(labels, dtype=np.int64),
         np.array(confidences, dtype=np.float64),
     )
+
+
+def _object_array(strings: list[str]) -> np.ndarray:
+    array = np.empty(len(strings), dtype=object)
+    array[:] = strings
+    return array
 
 
 def read_submission(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
