@@ -30,7 +30,6 @@ import struct
 import sys
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, BinaryIO
 
@@ -202,120 +201,48 @@ def read_record_views(
     path: str, skip_corrupt: bool = False, stats: ReadStats | None = None
 ) -> Iterator[Payload]:
     """`read_records` without copies: payloads of plain local files are read-only
-    memoryviews of the memory-mapped file (the decoders take either). Their payload CRCs
-    are computed ahead on a helper thread (the CRC code releases the GIL) while the
-    caller decodes the records before them."""
+    memoryviews of the memory-mapped file (the decoders take either)."""
     own_stats = stats is None and skip_corrupt
     stats = ReadStats() if stats is None else stats
     stream = _open_stream(path)
+    offset = 0
     try:
-        records = _framed_records(stream, path)
-        ahead = isinstance(stream, _MappedFile)
-        for offset, payload, stored_crc, problem in _with_payload_crcs(records, ahead):
+        while True:
+            header = _read(stream, 12, path, offset)
+            if not header:
+                return
+            payload = crc = b""
+            if len(header) < 12:
+                problem = f"truncated record header at byte {offset}"
+            elif masked_crc32c(header[:8]) != _CRC.unpack_from(header, 8)[0]:
+                problem = f"bad length CRC in the record at byte {offset}"
+            else:
+                length = _HEADER.unpack(header)[0]
+                payload = _read(stream, length, path, offset)
+                crc = _read(stream, 4, path, offset) if len(payload) == length else b""
+                problem = (
+                    ""
+                    if len(crc) == 4
+                    else f"truncated record at byte {offset}: it declares {length} payload "
+                    f"bytes, the file ends {len(payload) + len(crc)} bytes later"
+                )
             if problem:
                 if not skip_corrupt:
                     raise CorruptRecordError(f"{path}: {problem}")
-                stats.skipped_tails[path] = (offset, stored_crc + _remaining_bytes(stream))
+                lost = len(header) + len(payload) + len(crc) + _remaining_bytes(stream)
+                stats.skipped_tails[path] = (offset, lost)
                 return
-            if stored_crc is None:
+            if masked_crc32c(payload) == _CRC.unpack(crc)[0]:
                 yield payload
             elif skip_corrupt:
                 stats.skipped_records[path] = stats.skipped_records.get(path, 0) + 1
             else:
                 raise CorruptRecordError(f"{path}: bad payload CRC in the record at byte {offset}")
+            offset += 16 + length
     finally:
         stream.close()
         if own_stats and stats:
             stats.report()
-
-
-_Framed = tuple[int, Payload, int, str]  # offset, payload, stored payload CRC, problem
-
-
-def _framed_records(stream: BinaryIO | _MappedFile, path: str) -> Iterator[_Framed]:
-    """The records of `stream` in order, length fields verified, payload CRCs not yet.
-
-    Damaged framing ends the stream with one item whose problem says what is wrong and
-    whose CRC field holds the bytes read for that record.
-    """
-    offset = 0
-    while True:
-        header = _read(stream, 12, path, offset)
-        if not header:
-            return
-        payload = crc = b""
-        if len(header) < 12:
-            problem = f"truncated record header at byte {offset}"
-        elif masked_crc32c(header[:8]) != _CRC.unpack_from(header, 8)[0]:
-            problem = f"bad length CRC in the record at byte {offset}"
-        else:
-            length = _HEADER.unpack(header)[0]
-            payload = _read(stream, length, path, offset)
-            crc = _read(stream, 4, path, offset) if len(payload) == length else b""
-            problem = (
-                ""
-                if len(crc) == 4
-                else f"truncated record at byte {offset}: it declares {length} payload "
-                f"bytes, the file ends {len(payload) + len(crc)} bytes later"
-            )
-        if problem:
-            yield offset, payload, len(header) + len(payload) + len(crc), problem
-            return
-        yield offset, payload, _CRC.unpack(crc)[0], ""
-        offset += 16 + length
-
-
-_CRC_WINDOW = 16  # records whose payload CRCs one helper-thread task computes
-_crc_threads: dict[int, ThreadPoolExecutor] = {}  # per process: threads do not survive fork
-
-
-def _crc_thread() -> ThreadPoolExecutor:
-    pid = os.getpid()
-    if pid not in _crc_threads:
-        _crc_threads[pid] = ThreadPoolExecutor(1, thread_name_prefix="yt8m-crc")
-    return _crc_threads[pid]
-
-
-def _payload_crcs(window: list[_Framed]) -> list[int]:
-    return [masked_crc32c(payload) for _, payload, _, problem in window if not problem]
-
-
-def _with_payload_crcs(
-    records: Iterator[_Framed], ahead: bool
-) -> Iterator[tuple[int, Payload, int | None, str]]:
-    """`records` with the CRC field replaced by None where the payload matches it.
-
-    With `ahead` (memory-mapped files, whose reads cannot fail), the CRCs of the next
-    `_CRC_WINDOW` records are computed on a helper thread while the caller handles the
-    current ones. Otherwise record by record: a damaged stream raises only after every
-    record before the damage was handed out.
-    """
-    if not ahead:
-        for record in records:
-            yield from _checked([record], _payload_crcs([record]))
-        return
-    pending: tuple[list[_Framed], Future] | None = None
-    window: list[_Framed] = []
-    for record in records:
-        window.append(record)
-        if len(window) < _CRC_WINDOW and not record[3]:
-            continue
-        crcs = _crc_thread().submit(_payload_crcs, window)
-        if pending is not None:
-            yield from _checked(*pending)
-        pending, window = (window, crcs), []
-    if pending is not None:
-        yield from _checked(*pending)
-    if window:
-        yield from _checked(window, _payload_crcs(window))
-
-
-def _checked(
-    window: list[_Framed], crcs: Future | list[int]
-) -> Iterator[tuple[int, Payload, int | None, str]]:
-    computed = crcs.result() if isinstance(crcs, Future) else crcs
-    for (offset, payload, stored, problem), crc in zip(window, [*computed, 0], strict=False):
-        yield offset, payload, None if not problem and crc == stored else stored, problem
 
 
 def count_records(path: str) -> int:
