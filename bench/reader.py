@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=1000)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--passes", type=int, default=5, help="passes for the worker scaling")
+    parser.add_argument("--passes", type=int, default=20, help="passes for the worker scaling")
     args = parser.parse_args()
     cpu = next(
         (

@@ -12,7 +12,8 @@ a few buffers and hands one out again only when it is certainly free:
   (`ReleaseFlags`, one row per worker, one flag per buffer; 1 = in use).
 
 A reused buffer only needs zeros where its previous batch had frames that the new one
-has not: `Buffer.clear_stale` does that row by row.
+has not: `Buffer.clear_stale` does that row by row. A batch's frames, labels and frame
+counts lie in one block, so that it crosses from a worker as one file descriptor.
 """
 
 from __future__ import annotations
@@ -30,28 +31,68 @@ POOL_SIZE = 6  # buffers per reader: batches a consumer holds, and those in flig
 
 @dataclass
 class Buffer:
-    """One batch's memory: `tensor` and `array` share it. `filled[i]`: how many rows of
-    entry i may hold an earlier batch's frames (frame-level batches)."""
+    """One batch's memory, one block holding three arrays (numpy and torch views of it):
+    ``inputs`` (``[B, T, D]`` uint8 or ``[B, D]`` float32), ``labels`` ``[B, C]`` bool
+    (all False when taken) and ``num_frames`` ``[B]`` int64. ``filled[i]``: how many rows
+    of entry i may still hold an earlier batch's frames."""
 
-    tensor: torch.Tensor
-    array: np.ndarray
-    filled: np.ndarray  # int64 [batch]
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray]  # inputs, labels, num_frames
+    tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    filled: np.ndarray  # int64 [B]
     place: tuple[int, int] | None = None  # (worker, slot) in a worker's pool
 
     def clear_stale(self, row: int, num_frames: int) -> None:
         """Zero the rows of entry `row` after `num_frames` that an earlier batch wrote,
         and remember `num_frames` for the next reuse."""
         if self.filled[row] > num_frames:
-            self.array[row, num_frames : self.filled[row]] = 0
+            self.arrays[0][row, num_frames : self.filled[row]] = 0
         self.filled[row] = num_frames
 
 
-def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
-    return torch.empty(0, dtype=dtype).numpy().dtype
+@dataclass(frozen=True)
+class Layout:
+    """Where the three arrays of a batch lie in its block of bytes."""
+
+    inputs_shape: tuple[int, ...]
+    inputs_dtype: torch.dtype
+    num_classes: int
+
+    @property
+    def batch(self) -> int:
+        return self.inputs_shape[0]
+
+    @property
+    def labels_offset(self) -> int:
+        return -(-math.prod(self.inputs_shape) * self.inputs_dtype.itemsize // 64) * 64
+
+    @property
+    def num_frames_offset(self) -> int:
+        return -(-(self.labels_offset + self.batch * self.num_classes) // 8) * 8
+
+    @property
+    def nbytes(self) -> int:
+        return self.num_frames_offset + 8 * self.batch
+
+    def views(self, block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The three tensors over `block` (uint8 ``[nbytes]``)."""
+        inputs_end = math.prod(self.inputs_shape) * self.inputs_dtype.itemsize
+        labels_end = self.labels_offset + self.batch * self.num_classes
+        return (
+            block[:inputs_end].view(self.inputs_dtype).view(self.inputs_shape),
+            block[self.labels_offset : labels_end].view(torch.bool).view(self.batch, -1),
+            block[self.num_frames_offset :].view(torch.int64),
+        )
+
+
+def _buffer(block: torch.Tensor, layout: Layout, filled: np.ndarray) -> Buffer:
+    tensors = layout.views(block)
+    buffer = Buffer(tuple(t.numpy() for t in tensors), tensors, filled)
+    buffer.arrays[1][:] = False
+    return buffer
 
 
 def _only_pooled(pool: list[tuple[np.ndarray, np.ndarray]], i: int) -> bool:
-    """Whether `pool` holds the only reference to the array of entry `i`."""
+    """Whether `pool` holds the only reference to the block of entry `i`."""
     return sys.getrefcount(pool[i][0]) <= _POOLED_ONLY
 
 
@@ -68,20 +109,20 @@ class LocalBuffers:
     """Batch memory of an in-process reader (fresh memory reads as zeros)."""
 
     def __init__(self) -> None:
-        self._pool: list[tuple[np.ndarray, np.ndarray]] = []  # (array, filled)
+        self._pool: list[tuple[np.ndarray, np.ndarray]] = []  # (block, filled)
 
-    def take(self, shape: tuple[int, ...], dtype: torch.dtype) -> Buffer:
-        """A buffer of `shape` that nobody holds; its tensor is new, so that it and every
-        view of it keep the array referenced while they live."""
+    def take(self, layout: Layout) -> Buffer:
+        """A buffer that nobody holds. Its tensors are new views of the block, so that
+        they and every view of them keep the block referenced while they live."""
         for i in range(len(self._pool)):
-            if self._pool[i][0].shape == shape and _only_pooled(self._pool, i):
-                array, filled = self._pool[i]
-                return Buffer(torch.from_numpy(array), array, filled)
-        array = np.zeros(shape, _numpy_dtype(dtype))
-        filled = np.zeros(shape[0], np.int64)
+            if self._pool[i][0].size == layout.nbytes and _only_pooled(self._pool, i):
+                block, filled = self._pool[i]
+                return _buffer(torch.from_numpy(block), layout, filled)
+        block = np.zeros(layout.nbytes, np.uint8)
+        filled = np.zeros(layout.batch, np.int64)
         if len(self._pool) < POOL_SIZE:
-            self._pool.append((array, filled))
-        return Buffer(torch.from_numpy(array), array, filled)
+            self._pool.append((block, filled))
+        return _buffer(torch.from_numpy(block), layout, filled)
 
 
 class ReleaseFlags:
@@ -113,26 +154,29 @@ class ReleaseFlags:
 
 
 class SharedBuffers:
-    """Batch memory of a worker process: shared-memory storages (they read as zeros)."""
+    """Batch memory of a worker process: one shared-memory storage per batch (it reads
+    as zeros), so that a batch crosses to the main process as one file descriptor."""
 
     def __init__(self, release: ReleaseFlags | None, worker: int) -> None:
         self._flags = None if release is None else release.flags[worker].numpy()
         self._worker = worker
-        self._pool: list[Buffer] = []
+        self._pool: list[tuple[torch.Tensor, np.ndarray]] = []  # (block, filled)
 
-    def take(self, shape: tuple[int, ...], dtype: torch.dtype) -> Buffer:
-        """A buffer of `shape`: a pooled one the main process let go, or a new one."""
+    def take(self, layout: Layout) -> Buffer:
+        """A buffer: a pooled one the main process let go, or a new one."""
         in_use = self._flags
         if in_use is not None:
-            for buffer in self._pool:
-                if buffer.array.shape == shape and not in_use[buffer.place[1]]:
-                    in_use[buffer.place[1]] = 1
+            for slot, (block, filled) in enumerate(self._pool):
+                if block.numel() == layout.nbytes and not in_use[slot]:
+                    in_use[slot] = 1
+                    buffer = _buffer(block, layout, filled)
+                    buffer.place = (self._worker, slot)
                     return buffer
-        storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
-        tensor = torch.empty(0, dtype=dtype).set_(storage, 0, shape)
-        buffer = Buffer(tensor, tensor.numpy(), np.zeros(shape[0], np.int64))
+        storage = torch.UntypedStorage._new_shared(layout.nbytes)
+        block = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (layout.nbytes,))
+        buffer = _buffer(block, layout, np.zeros(layout.batch, np.int64))
         if in_use is not None and len(self._pool) < POOL_SIZE:
             buffer.place = (self._worker, len(self._pool))
-            in_use[buffer.place[1]] = 1
-            self._pool.append(buffer)
+            in_use[len(self._pool)] = 1
+            self._pool.append((block, buffer.filled))
         return buffer

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from yt8m.data.batch_memory import LocalBuffers, ReleaseFlags, SharedBuffers
+from yt8m.data.batch_memory import Layout, LocalBuffers, ReleaseFlags, SharedBuffers
 from yt8m.data.records import parse_frame_record, parse_video_record
 from yt8m.data.tfrecord import (
     Payload,
@@ -155,11 +155,11 @@ class RecordBatches(IterableDataset):
         plan = self.plan
         size = len(sources)
         dim = sum(s for _, s in plan.features)
-        labels = torch.from_numpy(np.zeros((size, plan.num_classes), np.bool_))
-        num_frames = torch.from_numpy(np.ones(size, np.int64))
         shape = (size, plan.max_frames, dim) if plan.frame_level else (size, dim)
-        buffer = buffers.take(shape, torch.uint8 if plan.frame_level else torch.float32)
-        inputs_np, labels_np, num_frames_np = buffer.array, labels.numpy(), num_frames.numpy()
+        dtype = torch.uint8 if plan.frame_level else torch.float32
+        buffer = buffers.take(Layout(shape, dtype, plan.num_classes))
+        inputs_np, labels_np, num_frames_np = buffer.arrays
+        num_frames_np[:] = 1
         video_ids = []
         for row, (payload, path, index) in enumerate(sources):
             source = f"{path}, record {index}"
@@ -181,9 +181,10 @@ class RecordBatches(IterableDataset):
                 inputs_np[row] = record.features
             video_ids.append(record.video_id)
             labels_np[row, record.labels] = True
+        inputs, labels, num_frames = buffer.tensors
         return {
             "video_ids": video_ids,
-            "inputs": buffer.tensor,
+            "inputs": inputs,
             "num_frames": num_frames,
             "labels": labels,
             _BUFFER_KEY: buffer.place,
