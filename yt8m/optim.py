@@ -53,14 +53,21 @@ def clip_per_tensor_(parameters: Iterable[torch.Tensor], max_norm: float) -> Non
 
     A gradient with norm <= `max_norm` is left exactly as it is (its scale is 1).
     Parameters without a gradient are skipped. One fused kernel per step for the
-    norms and one for the scaling, however many tensors there are.
+    norms and one for the scaling, however many tensors there are; on the CPU, where
+    reading the scales costs nothing, only the gradients whose scale is not 1 are
+    scaled (a pass over the 1.1 GB hidden-layer gradient of the VLAD models saved).
     """
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return
     norms = torch.stack(torch._foreach_norm(grads))
-    scales = max_norm / norms.clamp_min(max_norm)
-    torch._foreach_mul_(grads, list(scales.to(grads[0].dtype).unbind()))
+    scales = (max_norm / norms.clamp_min(max_norm)).to(grads[0].dtype)
+    if grads[0].device.type != "cpu":
+        torch._foreach_mul_(grads, list(scales.unbind()))
+        return
+    clipped = [(g, s) for g, s in zip(grads, scales.tolist(), strict=True) if not s >= 1.0]
+    if clipped:
+        torch._foreach_mul_([g for g, _ in clipped], [s for _, s in clipped])
 
 
 def _adam(parameters: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
