@@ -18,9 +18,11 @@ from yt8m.distributed import (
     DeviceError,
     Process,
     all_ranks_true,
+    flushing_denormals,
     init_distributed,
     mean_over_ranks,
     resolve_device,
+    shutdown,
 )
 from yt8m.flags import parse_flags
 from yt8m.train import train
@@ -50,6 +52,19 @@ def test_a_single_process_is_rank_zero_and_collectives_pass_through(monkeypatch)
     assert all_ranks_true(False, process) is False
     value = torch.tensor([1.5, float("nan")])
     assert mean_over_ranks(value, process) is value
+    shutdown(process)
+
+
+def test_denormals_are_flushed_while_running_and_the_callers_setting_restored_after():
+    """As TensorFlow's executors (fidelity: speed of saturating models); but train/eval/
+    infer called as functions must not leave the caller's process changed."""
+    for before in (False, True):
+        torch.set_flush_denormal(before)
+        process = init_distributed("cpu")
+        assert flushing_denormals()
+        shutdown(process)
+        assert flushing_denormals() == before
+    torch.set_flush_denormal(False)
 
 
 # ---- two Gloo processes ------------------------------------------------------------------

@@ -36,6 +36,7 @@ class Process:
     world_size: int
     local_rank: int
     device: torch.device
+    flushed_denormals_before: bool = False  # the CPU setting `shutdown` gives back
 
     @property
     def is_main(self) -> bool:
@@ -67,7 +68,9 @@ def init_distributed(device_name: str = "auto") -> Process:
 
     Also flushes denormal floats to zero on the CPU, as TensorFlow's executors did: a
     saturating model otherwise slows down several times in denormal arithmetic.
+    `shutdown` restores the caller's setting (train, eval and infer run as functions too).
     """
+    flushed_before = flushing_denormals()
     torch.set_flush_denormal(True)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -80,7 +83,13 @@ def init_distributed(device_name: str = "auto") -> Process:
         dist.init_process_group(
             backend, rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT
         )
-    return Process(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+    return Process(rank, world_size, local_rank, device, flushed_before)
+
+
+def flushing_denormals() -> bool:
+    """Whether the CPU treats denormal floats as zero now (a tensor created from a
+    denormal holds it; arithmetic on it gives 0 when flushing)."""
+    return torch.tensor(1e-40, dtype=torch.float32).mul(1.0).item() == 0.0
 
 
 def all_ranks_true(value: bool, process: Process) -> bool:
@@ -109,6 +118,7 @@ def broadcast_buffers(module: torch.nn.Module, process: Process) -> None:
 
 
 def shutdown(process: Process) -> None:
-    """Leave the process group, if this process joined one."""
+    """Leave the process group, if this process joined one; restore the denormal setting."""
+    torch.set_flush_denormal(process.flushed_denormals_before)
     if process.distributed and dist.is_initialized():
         dist.destroy_process_group()
