@@ -9,8 +9,13 @@ Peers, measured in the same run on the same batches:
   sorting the pool with numpy.
 Ours: `EvaluationMetrics` (accumulate + get, which also computes Hit@1, PERR and mAP).
 Predictions are float64 (continuous, so no ties: the peers' tie order cannot matter).
+Also timed: the floor, one read of the predictions (numpy max per row, one thread),
+which no exact top-k can beat; and, with --float32, ours and the peer again on the
+same predictions rounded to float32 (what models emit; such pools hold ties, which the
+peer orders arbitrarily, so the two GAPs may differ slightly).
 Data generation is not timed. Ours runs first, alone, so the peak RSS printed after it
-is its own (plus one generated batch). Run: .venv/bin/python bench/metrics.py [--videos N]
+is its own (plus one generated batch).
+Run: .venv/bin/python bench/metrics.py [--videos N] [--float32]
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import sys
 import time
 
 import numpy as np
-import torch
 
 from yt8m.metrics import EvaluationMetrics
 
@@ -32,14 +36,14 @@ NUM_CLASSES = 4716
 TOP_K = 20
 
 
-def batches(videos: int, batch: int, seed: int = 0):
-    """Seeded [B, C] float64 predictions correlated with ~3.4 labels per video."""
+def batches(videos: int, batch: int, dtype=np.float64, seed: int = 0):
+    """Seeded [B, C] predictions correlated with ~3.4 labels per video."""
     rng = np.random.default_rng(seed)
     for start in range(0, videos, batch):
         size = min(batch, videos - start)
         labels = rng.random((size, NUM_CLASSES)) < 3.4 / NUM_CLASSES
         predictions = rng.random((size, NUM_CLASSES)) * 0.5 + labels * rng.random((size, 1))
-        yield predictions, labels
+        yield predictions.astype(dtype, copy=False), labels
 
 
 class TripletPeer:
@@ -88,10 +92,20 @@ class NumpyRowPeer:
         return float(precision[relevant].sum() / self.positives)
 
 
-def timed(metric, videos: int, batch: int) -> tuple[float, float | dict]:
+class ReadPass:
+    """The floor: one read of each batch's predictions (their row maxima)."""
+
+    def accumulate(self, predictions: np.ndarray, labels: np.ndarray) -> None:
+        predictions.max(axis=1)
+
+    def get(self) -> float:
+        return float("nan")
+
+
+def timed(metric, videos: int, batch: int, dtype=np.float64) -> tuple[float, float | dict]:
     """Seconds spent in accumulate + get over the generated batches, and get()'s result."""
     seconds = 0.0
-    for predictions, labels in batches(videos, batch):
+    for predictions, labels in batches(videos, batch, dtype):
         start = time.perf_counter()
         metric.accumulate(predictions, labels)
         seconds += time.perf_counter() - start
@@ -104,16 +118,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--videos", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--float32", action="store_true", help="also time float32 predictions")
     args = parser.parse_args()
+    sizes = (args.videos, args.batch)
     ours = EvaluationMetrics(NUM_CLASSES, TOP_K)
-    ours_s, result = timed(ours, args.videos, args.batch)
+    ours_s, result = timed(ours, *sizes)
     ours_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kept = sum(a.nbytes for a in ours._confidences + ours._classes + ours._relevant)
-    numpy_s, numpy_gap = timed(NumpyRowPeer(), args.videos, args.batch)
-    peer_s, peer_gap = timed(TripletPeer(), args.videos, args.batch)
+    floor_s, _ = timed(ReadPass(), *sizes)
+    numpy_s, numpy_gap = timed(NumpyRowPeer(), *sizes)
+    peer_s, peer_gap = timed(TripletPeer(), *sizes)
     print(f"date {datetime.datetime.now().isoformat(timespec='seconds')}")
     print(
-        f"machine {platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+        f"machine {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"
     )
     print(f"command {' '.join([sys.executable, *sys.argv])}")
     print(
@@ -126,6 +143,17 @@ def main() -> None:
         f"speed-up {peer_s / ours_s:.1f}x vs the peer, {numpy_s / ours_s:.1f}x vs the reference; "
         f"|difference| {abs(result['gap'] - peer_gap):.2e}, {abs(result['gap'] - numpy_gap):.2e}"
     )
+    print(
+        f"floor (one read of the predictions)       {floor_s:6.2f} s; 20x the peer needs "
+        f"{peer_s / 20:.2f} s; ours = floor + {ours_s - floor_s:.2f} s"
+    )
+    if args.float32:
+        ours32_s, result32 = timed(EvaluationMetrics(NUM_CLASSES, TOP_K), *sizes, np.float32)
+        peer32_s, peer32_gap = timed(TripletPeer(), *sizes, np.float32)
+        print(
+            f"float32: ours {ours32_s:.2f} s, peer {peer32_s:.2f} s, speed-up "
+            f"{peer32_s / ours32_s:.1f}x; |difference| {abs(result32['gap'] - peer32_gap):.2e}"
+        )
     print(
         f"ours keeps {kept / 2**20:.1f} MiB for {args.videos} videos "
         f"({kept / args.videos:.0f} B/video -> {kept / args.videos * 1.4e6 / 2**30:.2f} GiB "

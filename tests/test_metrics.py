@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import yt8m.metrics
 from yt8m.metrics import (
     EvaluationMetrics,
     MetricsError,
@@ -206,7 +207,7 @@ def test_clear_and_errors():
 
 
 @pytest.mark.parametrize("tied", [False, True])
-@pytest.mark.parametrize("classes", [300, 341])  # the block path (C >= 16 * (2k + 1)), with a tail
+@pytest.mark.parametrize("classes", [288, 293])  # the block path (C >= 32 * (k + 1)), a tail
 def test_top_k_per_row_block_path_matches_brute_ranking(tied, classes):
     pred, labels = random_split(seed=classes, videos=30, classes=classes, tied=tied)
     pred[3] = 0.25  # a whole row tied
@@ -224,3 +225,77 @@ def test_block_path_names_the_row_holding_nan():
     pred[3, 399] = np.nan
     with pytest.raises(MetricsError, match="video 3 "):
         EvaluationMetrics(400, 3).accumulate(pred, np.zeros((5, 400), dtype=bool))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_block_path_signed_infinite_and_signed_zero_values(dtype):
+    # fidelity.md §6 ranking rule: -0.0 == 0.0 is a tie (smaller class first), infinities rank
+    rng = np.random.default_rng(11)
+    pred = rng.choice([-np.inf, -1.5, -0.0, 0.0, 0.25, 3.0, np.inf], size=(12, 555)).astype(dtype)
+    pred[5] = rng.normal(size=555)  # a row without ties
+    pred.flags.writeable = False  # read-only input: only read
+    for k in (1, 9):
+        values, indices = top_k_per_row(pred, k)
+        for row, idx, val in zip(pred, indices, values, strict=True):
+            assert idx.tolist() == brute_ranking(row)[:k]
+            assert val.tolist() == row[idx].tolist()
+
+
+def test_block_path_names_a_row_that_is_all_nan():
+    pred = np.full((1, 400), np.nan)
+    with pytest.raises(MetricsError, match="video 0 "):
+        EvaluationMetrics(400, 3).accumulate(pred, np.zeros((1, 400), dtype=bool))
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "class_0_ap"),
+    [(np.nextafter(0.5, 1.0), 0.5, 1.0), (0.0, -0.0, 0.5)],  # one ulp apart; equal values
+)
+def test_map_ranks_by_exact_confidence_and_ties_only_equal_ones(first, second, class_0_ap):
+    # fidelity.md §6: class 0 holds a relevant `first` and an irrelevant `second`; only
+    # equal values (-0.0 == 0.0) form one threshold: precision 1/2 instead of 1/1
+    pred = np.array([[first, 1.0], [second, 0.9]])
+    labels = np.array([[1, 0], [0, 0]], dtype=bool)
+    result = _accumulated(pred, labels, 2)
+    assert result["map_positive_classes"] == class_0_ap
+    assert result["map"] == class_0_ap / 2  # class 1 has no positives
+    assert result["map"] == pytest.approx(brute_maps(pred, labels, 2)[0], abs=1e-12)
+    assert result["gap"] == pytest.approx(brute_gap(pred, labels, 2), abs=1e-12)
+
+
+@pytest.mark.parametrize("float_labels", [False, True])
+@pytest.mark.parametrize("near_ties", [False, True])
+def test_metrics_match_brute_force_with_signed_zero_and_near_ties(float_labels, near_ties):
+    # fidelity.md §6; -0.0 / 0.0 (one tie) and near ties (one ulp apart) in one class
+    rng = np.random.default_rng(21)
+    choices = [-0.0, 0.0, 0.5, -0.25] + ([np.nextafter(0.5, 1.0)] if near_ties else [])
+    base = rng.choice(choices, size=(45, 13))
+    labels = rng.random((45, 13)) < 0.3
+    result = _accumulated(base, labels.astype(np.float32) if float_labels else labels, 4)
+    full_map, positive_map = brute_maps(base, labels, 4)
+    assert result["gap"] == pytest.approx(brute_gap(base, labels, 4), abs=1e-12)
+    assert result["map"] == pytest.approx(full_map, abs=1e-12)
+    assert result["map_positive_classes"] == pytest.approx(positive_map, abs=1e-12)
+    assert result["perr"] == pytest.approx(brute_perr(base, labels), abs=1e-12)
+
+
+def _accumulated(pred: np.ndarray, labels: np.ndarray, top_k: int) -> dict[str, float]:
+    metrics = EvaluationMetrics(pred.shape[1], top_k)
+    for start in range(0, len(pred), 8):
+        metrics.accumulate(pred[start : start + 8], labels[start : start + 8])
+    return metrics.get()
+
+
+def test_rows_ranked_in_chunks_match_brute_ranking(monkeypatch):
+    # fidelity.md §6 ranking rule, over several chunks of rows (and an empty matrix)
+    pred, _ = random_split(seed=9, videos=11, classes=400, tied=True)
+    pred[7, 5] = np.nan  # a row of the third chunk
+    monkeypatch.setattr(yt8m.metrics, "_CHUNK_BYTES", 3 * pred[0].nbytes)
+    values, indices = top_k_per_row(pred, 6)
+    for number, (row, idx, val) in enumerate(zip(pred, indices, values, strict=True)):
+        if number == 7:
+            assert np.isnan(val).all()
+        else:
+            assert idx.tolist() == brute_ranking(row)[:6]
+            assert val.tolist() == row[idx].tolist()
+    assert [a.shape for a in top_k_per_row(pred[:0], 6)] == [(0, 6), (0, 6)]
