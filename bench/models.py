@@ -14,7 +14,9 @@ Reported against a roofline floor measured in the same run:
   (read the gradient once for its norm; read p, g, m, v and write p, m, v);
 * copy rate: best of a few 512 MiB ``copy_`` (read + write bytes per second).
 
-Step recipe (the one the trainer should match): ``zero_grad(set_to_none=True)``;
+Allocator: by default freed memory is kept for reuse, as ``yt8m train`` does on the CPU
+(``--allocator system`` for glibc's default, which page-faults a new 1.1 GB gradient
+every step). Step recipe (the one the trainer should match): ``zero_grad(set_to_none=True)``;
 forward; loss + regularisation; backward; per-tensor clipping with two foreach kernels
 (``yt8m.optim.clip_per_tensor_``); ``torch.optim.Adam(fused=True)``.
 
@@ -54,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.seed import training_commands  # noqa: E402
+from yt8m.cpu_memory import keep_freed_memory  # noqa: E402
 from yt8m.flags import Flags, parse_flags  # noqa: E402
 from yt8m.losses import cross_entropy_loss  # noqa: E402
 from yt8m.models import build_model, count_trainable_parameters  # noqa: E402
@@ -202,9 +205,9 @@ def _status_bytes(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def peak_memory(name: str) -> float:
+def peak_memory(name: str, allocator: str) -> float:
     out = subprocess.run(
-        [sys.executable, __file__, "--memory-child", name],
+        [sys.executable, __file__, "--memory-child", name, f"--allocator={allocator}"],
         check=True,
         capture_output=True,
         text=True,
@@ -220,8 +223,17 @@ def main() -> None:
     parser.add_argument(
         "--clock", choices=sorted(CLOCKS), default="wall", help="cpu: CPU time per thread"
     )
+    parser.add_argument(
+        "--allocator",
+        choices=["keep", "system"],
+        default="keep",
+        help="keep: freed memory reused, as `yt8m train` does on the CPU (yt8m.cpu_memory); "
+        "system: glibc's default (fresh pages for every large tensor)",
+    )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.allocator == "keep":
+        keep_freed_memory()
     if args.memory_child:
         peak_memory_child(args.memory_child)
         return
@@ -235,7 +247,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"date:    {datetime.datetime.now().isoformat(timespec='seconds')}")
-    print(f"clock:   {args.clock}")
+    print(f"clock:   {args.clock}; allocator: {args.allocator}")
     header = (
         f"{'model':<11}{'batch':>6}{'params':>13}{'GFLOP':>7}{'step s':>8}{'videos/s':>9}"
         f"{'floor s':>8}{'x floor':>8}{'mm GF/s':>8}{'copy GB/s':>10}"
@@ -251,7 +263,7 @@ def main() -> None:
             f"{r['matmul_gflops']:>8.0f}{r['copy_gbs']:>10.1f}"
         )
         if args.memory:
-            line += f"{peak_memory(name):>9.2f}"
+            line += f"{peak_memory(name, args.allocator):>9.2f}"
         print(line, flush=True)
 
 

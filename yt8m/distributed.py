@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from yt8m.cpu_memory import keep_freed_memory
 from yt8m.errors import YT8MError
 
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
@@ -69,6 +70,7 @@ def init_distributed(device_name: str = "auto") -> Process:
     Also flushes denormal floats to zero on the CPU, as TensorFlow's executors did: a
     saturating model otherwise slows down several times in denormal arithmetic.
     `shutdown` restores the caller's setting (train, eval and infer run as functions too).
+    On the CPU, freed memory is kept for reuse from then on (`yt8m.cpu_memory`).
     """
     flushed_before = flushing_denormals()
     torch.set_flush_denormal(True)
@@ -76,6 +78,8 @@ def init_distributed(device_name: str = "auto") -> Process:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name, local_rank)
+    if device.type == "cpu":
+        keep_freed_memory()
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
