@@ -29,6 +29,7 @@ Usage::
     .venv/bin/python bench/models.py                       # all seven, 3 timed steps
     .venv/bin/python bench/models.py --models netvlad,netfv,rvlad --steps 2
     .venv/bin/python bench/models.py --memory              # adds the peak memory column
+    .venv/bin/python bench/models.py --memory-only         # peak memory alone
     .venv/bin/python bench/models.py --clock cpu           # CPU seconds: for a busy machine
 
 Measured facts behind the recipe: ``THP_MEM_ALLOC_ENABLE=1`` (2 MiB pages for large
@@ -220,6 +221,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(SEED_NAMES), help="comma-separated subset")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per model (best of)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory")
+    parser.add_argument("--memory-only", action="store_true", help="only measure peak memory")
     parser.add_argument(
         "--clock", choices=sorted(CLOCKS), default="wall", help="cpu: CPU time per thread"
     )
@@ -254,6 +256,11 @@ def main() -> None:
     )
     if args.memory:
         header += f"{'peak GiB':>9}"
+    if args.memory_only:
+        print(f"{'model':<11}{'peak GiB':>9}")
+        for name in names:
+            print(f"{name:<11}{peak_memory(name, args.allocator):>9.2f}", flush=True)
+        return
     print(header)
     for name in names:
         r = time_model(name, args.steps)
