@@ -1,6 +1,7 @@
 """`yt8m demo`: the whole WILLOW pipeline, end to end, in one command.
 
-1. a synthetic YouTube-8M dataset in the real format (or `--data_dir` with real data),
+1. a synthetic YouTube-8M dataset in the real format, with fewer classes, frames and
+   features than the real data (or `--data_dir` with real data),
 2. the seven seed models trained with the seed's flags (cluster and hidden sizes scaled
    down unless `--full_size`), and a frame-averaging logistic baseline,
 3. each evaluated on the validation split (GAP, mAP, Hit@1, PERR),
@@ -29,18 +30,21 @@ from yt8m.seed_models import SEED_MODELS, SeedModel
 
 # Scaled-down sizes for a 2-core machine; the seed's values are in seed_models.py.
 SMALL_SIZES = {
-    "--netvlad_cluster_size": 32,
-    "--netvlad_hidden_size": 256,
-    "--fv_cluster_size": 16,
-    "--fv_hidden_size": 256,
-    "--dbof_cluster_size": 256,
-    "--dbof_hidden_size": 256,
-    "--gru_cells": 128,
-    "--lstm_cells": 128,
+    "--netvlad_cluster_size": 16,
+    "--netvlad_hidden_size": 64,
+    "--fv_cluster_size": 8,
+    "--fv_hidden_size": 64,
+    "--dbof_cluster_size": 128,
+    "--dbof_hidden_size": 64,
+    "--gru_cells": 64,
+    "--lstm_cells": 64,
 }
-ITERATIONS_DIVISOR = 5  # frames sampled per video: the seed's 300 -> 60, 150 -> 30
-RECURRENT_LEARNING_RATE = 0.003  # the LSTM collapses at 0.01 in 200 steps
-SYNTHETIC_FRAMES = (30, 90)  # frames per synthetic video (the real data: up to 300)
+ITERATIONS_DIVISOR = 10  # frames sampled per video: the seed's 300 -> 30, 150 -> 15
+# The synthetic data: frames per video (the real data: up to 300) and the sizes of the
+# rgb/audio features (the real data: 1024,128), passed on as --feature_sizes.
+SYNTHETIC_FRAMES = (10, 30)
+SYNTHETIC_FEATURE_SIZES = (128, 32)
+UNLIMITED_EPOCHS = 10**6  # the demo's runs stop at --steps
 
 BASELINE = SeedModel(
     "Baseline: logistic on averaged frames",
@@ -72,16 +76,21 @@ def _splits(args: argparse.Namespace, out: Path) -> dict[str, str]:
         for pattern in splits.values():
             expand_pattern(pattern)  # a missing split fails now, naming the pattern
         return splits
+    held_out = args.videos // 4
+    low, high = SYNTHETIC_FRAMES
     print(
-        f"[1/6] synthetic dataset: {args.videos} training videos, {args.classes} classes "
-        f"-> {out / 'data'}",
+        f"[1/6] synthetic dataset: {args.videos} training, {held_out} validation and "
+        f"{held_out} test videos, {args.classes} classes, {low}-{high} frames of "
+        f"{'+'.join(map(str, SYNTHETIC_FEATURE_SIZES))} features (scaled down from the real "
+        f"data's 4716 classes, up to 300 frames of 1024+128 features) -> {out / 'data'}",
         flush=True,
     )
     patterns = write_dataset(
         out / "data",
-        videos={"train": args.videos, "validate": args.videos // 4, "test": args.videos // 4},
+        videos={"train": args.videos, "validate": held_out, "test": held_out},
         classes=args.classes,
         frames=SYNTHETIC_FRAMES,
+        feature_sizes=SYNTHETIC_FEATURE_SIZES,
         levels=("frame",),
         seed=args.seed,
     )
@@ -98,22 +107,31 @@ def _scaled_down(arg: str) -> str:
     return arg
 
 
+def _data_flags(args: argparse.Namespace) -> list[str]:
+    """The flags that describe the data: the synthetic set's feature sizes and frame count
+    (the seed's --feature_sizes="1024,128" is the real data's); training as long as --steps."""
+    flags = [f"--num_classes={args.classes}", f"--num_epochs={UNLIMITED_EPOCHS}"]
+    if not args.data_dir:
+        sizes = ",".join(map(str, SYNTHETIC_FEATURE_SIZES))
+        flags += [f"--feature_sizes={sizes}", f"--max_frames={SYNTHETIC_FRAMES[1]}"]
+    return flags
+
+
 def _model_argv(model: SeedModel, args: argparse.Namespace) -> list[str]:
-    """The seed's flags for `model`, scaled down unless --full_size."""
+    """The seed's flags for `model`, scaled down unless --full_size, on the demo's data."""
     argv = model.training_argv()
     if not args.full_size:
         argv = [_scaled_down(arg) for arg in argv]
         given = {arg.split("=", 1)[0] for arg in argv}  # e.g. the seed's LSTM keeps 1024 cells
         argv += [f"{name}={size}" for name, size in SMALL_SIZES.items() if name not in given]
     if args.learning_rate:
-        rate = args.learning_rate
-        if "--model=LstmModel" in argv:
-            rate = min(rate, RECURRENT_LEARNING_RATE)
         argv = [a for a in argv if not a.startswith("--base_learning_rate=")]
-        argv.append(f"--base_learning_rate={rate}")
+        argv.append(f"--base_learning_rate={args.learning_rate}")
+    data = _data_flags(args)
+    data_names = {flag.split("=", 1)[0] for flag in data}
     return [
-        *argv,
-        f"--num_classes={args.classes}",
+        *(a for a in argv if a.split("=", 1)[0] not in data_names),
+        *data,
         f"--seed={args.seed}",
         f"--recalibrate_batch_norm={args.recalibrate_batch_norm}",
         "--num_readers=1",
@@ -213,10 +231,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--output", default="demo_output", help="where everything goes")
     parser.add_argument("--data_dir", help="real frame-level data: train*/validate*/test*.tfrecord")
     parser.add_argument("--full_size", action="store_true", help="the seed's model sizes")
-    parser.add_argument("--steps", type=int, default=200, help="training steps per model")
-    parser.add_argument("--videos", type=int, default=3000, help="synthetic training videos")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps per model")
+    parser.add_argument("--videos", type=int, default=4000, help="synthetic training videos")
     parser.add_argument(
-        "--classes", type=int, help="vocabulary (default: 200 synthetic, 4716 with --data_dir)"
+        "--classes", type=int, help="vocabulary (default: 50 synthetic, 4716 with --data_dir)"
     )
     parser.add_argument(
         "--learning_rate",
@@ -236,7 +254,7 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     if args.classes is None:
-        args.classes = 4716 if args.data_dir else 200
+        args.classes = 4716 if args.data_dir else 50
     out = Path(args.output)
     models = _select(args.models)
     sizes = (
@@ -245,12 +263,12 @@ def main(argv: list[str]) -> int:
         else f"cluster/hidden sizes scaled down, 1/{ITERATIONS_DIVISOR} of the sampled frames"
     )
     if args.learning_rate:
-        sizes += (
-            f", learning rate {args.learning_rate} "
-            f"(LSTM {min(args.learning_rate, RECURRENT_LEARNING_RATE)})"
-        )
+        sizes += f", learning rate {args.learning_rate}"
     if args.recalibrate_batch_norm:
         sizes += f", batch norm re-estimated on {args.recalibrate_batch_norm} batches"
+    if not args.full_size:
+        scaled = " ".join(f"{name}={size}" for name, size in SMALL_SIZES.items())
+        print(f"scaled down for 2 CPU cores (--full_size: the seed's sizes): {scaled}", flush=True)
     splits = _splits(args, out)
     rows, validate_csvs, test_csvs = [], [], []
     for number, model in enumerate([*models, BASELINE], start=1):
