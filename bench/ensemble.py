@@ -26,6 +26,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from yt8m.atomic import atomic_output
+from yt8m.cpu_memory import keep_freed_memory
 from yt8m.ensemble import average_files, parse_models
 from yt8m.submission import SUBMISSION_HEADER, format_ranked_lines
 
@@ -88,6 +89,7 @@ def run_side(side: str, paths: list[str], output: str) -> None:
     """Child process: average, then print seconds and this process's peak RSS as JSON."""
     start = time.perf_counter()
     if side == "ours":
+        keep_freed_memory()  # as `yt8m average` does
         average_files(parse_models(paths), output, progress=False)
     else:
         peer_average(paths, output)

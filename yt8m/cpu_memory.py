@@ -4,10 +4,11 @@ glibc serves allocations above 32 MiB with fresh pages from the system and hands
 back when they are freed. A training step that allocates a new 1.1 GB hidden-layer
 gradient every step (the VLAD and FV models) then page-faults through all of it every
 step: measured, about 17% of the gated NetVLAD and NetFV training steps
-(bench/RESULTS.md). `keep_freed_memory` makes glibc serve every allocation from its
-heap and keep what is freed there, so the same memory is reused step after step. The
-process's memory is not returned to the system before it exits. A no-op where the C
-library is not glibc.
+(bench/RESULTS.md); averaging prediction files chunk by chunk, about 10%.
+`keep_freed_memory` (called by train, eval and infer on the CPU, and by `yt8m average`)
+makes glibc serve every allocation from its heap and keep what is freed there, so the
+same memory is reused step after step. The process's memory is not returned to the
+system before it exits. A no-op where the C library is not glibc.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from yt8m.atomic import atomic_output
+from yt8m.cpu_memory import keep_freed_memory
 from yt8m.errors import YT8MError
 from yt8m.metrics import pooled_average_precision, top_k_per_row
 from yt8m.submission import (
@@ -404,6 +405,7 @@ def average_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.top_k <= 0:
         raise EnsembleError(f"--top_k={args.top_k}: must be positive")
+    keep_freed_memory()  # chunk after chunk reuses the same memory (about 10% faster)
     specs = args.files or [f"{name}.csv" for name in WILLOW_INPUTS]
     weights = _parse_weights(args.weights)
     models = parse_models(specs, weights)
