@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from yt8m import submission
-from yt8m.csv_numbers import PAD, format_pair_lines, parse_pair_lines
+from yt8m.csv_numbers import format_pair_lines, parse_pair_lines
 from yt8m.submission import (
     SUBMISSION_HEADER,
     SubmissionError,
@@ -34,10 +34,8 @@ lines = st.lists(
 
 def parse(text: bytes):
     """parse_pair_lines on whole lines, as the reader calls it."""
-    buffer = np.zeros(PAD + len(text) + 1, dtype=np.uint8)
-    buffer[PAD : PAD + len(text)] = np.frombuffer(text, np.uint8)
-    ends = np.flatnonzero(buffer[PAD : PAD + len(text)] == ord("\n")) + PAD
-    return parse_pair_lines(buffer, ends, np.empty(buffer.size, dtype=bool))
+    buffer = np.frombuffer(text, np.uint8)
+    return parse_pair_lines(buffer, np.flatnonzero(buffer == ord("\n")))
 
 
 def python_values(text: str) -> tuple[list[str], list[int], list[float], list[int]]:
@@ -69,24 +67,61 @@ def test_fast_parser_equals_python_float_on_percent_f_lines(rows):
     assert parsed.counts.tolist() == counts
 
 
+plain_decimals = st.builds(
+    lambda whole, dot, fraction: whole + ("." + fraction if dot or fraction else ""),
+    st.text("0123456789", min_size=1, max_size=8),
+    st.booleans(),
+    st.text("0123456789", max_size=7),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**31 - 1), plain_decimals), min_size=1, max_size=8))
+def test_fast_parser_equals_python_float_on_plain_decimals(pairs):
+    # %.5f (the original's averaging script), %g without exponent, leading zeros, "5."
+    text = "v," + " ".join(f"{lab} {conf}" for lab, conf in pairs) + "\n"
+    parsed = parse(text.encode())
+    assert parsed is not None
+    _, labs, confs, _ = python_values(text)
+    assert parsed.labels.tolist() == labs
+    assert parsed.confidences.tolist() == confs  # exact equality, not approx
+
+
 @pytest.mark.parametrize(
     "line",
     [
-        "v,1 0.5",  # %g
-        "v,1 0.50",
+        "v,1 0.5",
+        "v,1 10.000000",
+        "v,1 0.1234567",
+        "v,1234567 0.500000",
+        "v,2147483647 0.12345678901234",  # the largest label, 15 digits
+        "v.1:x,1 5.",  # a dot in the id
+    ],
+)
+def test_plain_shapes_are_read_by_the_fast_parser(line):
+    parsed = parse((line + "\n").encode())
+    names, labs, confs, _ = python_values(line)
+    assert parsed is not None
+    assert (parsed.ids.astype(str).tolist(), parsed.labels.tolist()) == (names, labs)
+    assert parsed.confidences.tolist() == confs
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
         "v,1 1e-05",
-        "v,1 10.000000",  # two integer digits
         "v,1 -0.500000",
         "v,1 +0.500000",
         "v,1 .5000000",
-        "v,1 0.1234567",  # seven decimals
-        "v,1234567 0.500000",  # seven label digits
+        "v,1 0.1234567890123456",  # 16 digits: not exact as integer / 10**f
+        "v,2147483648 0.5",  # a label above 2**31 - 1 (the general reader's error)
+        "v,12345678901 0.5",
         "v,1 0.500000 ",  # trailing space
         "v,1  0.500000",  # double space
         "v,1\t0.500000",
         "v,1 0.500000\r",
         "v,",
-        "v.1,1 0.500000",  # a dot in the id
+        "v,1",
         " v,1 0.500000",  # a space in the id
         "vé,1 0.500000",
         "v,1 0.500000,2 0.250000",

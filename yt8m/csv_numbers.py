@@ -1,21 +1,15 @@
-"""Vectorised text <-> numbers for submission lines (fidelity.md §6 files).
+"""Text <-> numbers for submission lines (fidelity.md §6 files), fast and exact.
 
-`parse_pair_lines` reads a block of `id,label confidence label confidence ...` lines
-at once when every line has the shape that `%d %f` writes for confidences in [0, 10):
-labels of 1 to 6 digits, confidences `d.dddddd`, single spaces. Anything else (other
-number shapes, signs, exponents, tabs, `\\r`, empty lines, non-ASCII ids) returns None,
-and the caller reads the block with its general, validating reader. The values are
-exact: a confidence `d.dddddd` is the integer `ddddddd` divided by 10**6, both exact
-in float64, so the quotient is the correctly rounded float64 of the text, equal to
-Python's float(token).
-
-How: the positions of commas and dots are found by vector comparisons; each dot
-anchors its pair (label ends 3 bytes before the dot, confidence spans dot-1 .. dot+6),
-the 16 bytes dot-8 .. dot+7 are read as two 64-bit words, and digits are combined
-eight bytes at a time (SWAR). Validation counts bytes: every byte that is not a digit
-must be one of the expected ones (id bytes, comma, the space before a confidence, the
-dot, the space or newline after it), so a line that passes is exactly of the shape
-above.
+`parse_pair_lines` reads a block of `id,label confidence label confidence ...` lines in
+one compiled pass when every line has the plain shape: an id of printable ASCII without
+spaces or commas, then pairs of a label (1 to 10 digits, at most 2**31 - 1) and a
+confidence (digits with an optional fraction, 15 digits at most, e.g. `%f` or `%.5f`),
+single spaces between tokens, `\n` after the last one. Anything else (signs, exponents,
+tabs, `\r`, empty lines, non-ASCII ids) returns None, and the caller reads the block with
+its general, validating reader. The values are exact: a confidence of digits `m` with
+`f` of them after the dot is the integer m (below 10**15, exact in float64) divided by
+10**f (exact for f <= 22), and that one correctly rounded division is Python's
+float(token).
 
 `format_pair_lines` writes ranked pairs as `%d %f` would, assembling all lines of a
 block in one byte matrix; values too close to a rounding tie are formatted by Python.
@@ -27,12 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PAD = 16  # bytes before the data in a parse buffer (read, never interpreted)
-_U = np.uint64
-_ZERO = _U(0x3030303030303030)  # b"00000000"
+from yt8m.compiled import kernel
+
 _MAX_ID = 256  # longer ids go to the general reader
-# KEEP[n]: the n high bytes of a word (the last n characters of a little-endian read)
-_KEEP = np.array([((2**64 - 1) << 8 * (8 - n)) & (2**64 - 1) for n in range(9)], dtype=_U)
+_MAX_LABEL = 2**31 - 1
+_MAX_DIGITS = 15  # of a confidence: below 10**15 < 2**53, exact in float64
+_POWERS_OF_TEN = 10.0 ** np.arange(_MAX_DIGITS + 1)  # exact in float64
 
 
 @dataclass
@@ -45,84 +39,108 @@ class ParsedLines:
     confidences: np.ndarray
 
 
-def _swar_digits(words: np.ndarray) -> np.ndarray:
-    """uint64 words holding up to 8 digit values (0-9) in bytes, first digit in the low
-    byte (as a little-endian read of the text) -> their decimal values (in place)."""
-    words *= _U(10 * 256 + 1)
-    words >>= _U(8)
-    words &= _U(0x00FF00FF00FF00FF)
-    words *= _U(100 * 65536 + 1)
-    words >>= _U(16)
-    words &= _U(0x0000FFFF0000FFFF)
-    words *= _U(10000 * 2**32 + 1)
-    words >>= _U(32)
-    return words
+def parse_pair_lines(data: np.ndarray, ends: np.ndarray) -> ParsedLines | None:
+    """The lines data[: ends[-1] + 1] (uint8; ends: the positions of their newlines,
+    ascending, n >= 1), or None when a line is not of the plain shape."""
+    ok, table, counts, labels, confidences = _parse(data, ends, _POWERS_OF_TEN)
+    if not ok:
+        return None
+    return ParsedLines(table.view(f"S{table.shape[1]}").ravel(), counts, labels, confidences)
 
 
-def parse_pair_lines(buffer: np.ndarray, ends: np.ndarray, work: np.ndarray) -> ParsedLines | None:
-    """The lines buffer[PAD : ends[-1] + 1] (ends: the positions of their newlines,
-    ascending, n >= 1), or None when a line is not of the fast shape. work: bool
-    scratch of at least buffer.size (reused: fresh large arrays cost page faults)."""
-    stop = int(ends[-1]) + 1
+@kernel
+def _digits(data, pos, value):
+    """Append the decimal digits at data[pos:] (up to a non-digit) to `value`:
+    (value * 10**count + digits, count, next position). Past 18 digits the value
+    wraps: callers reject such counts."""
+    start = pos
+    while True:
+        digit = np.int64(data[pos]) - 48
+        if digit < 0 or digit > 9:
+            return value, pos - start, pos
+        value = value * 10 + digit
+        pos += 1
+
+
+@kernel
+def _percent_f(data, pos, end):
+    """The micro-units of a `%f` confidence below 10 (`d.dddddd`, then the line's end or
+    a space) at data[pos:], or -1 when the bytes there are not of that shape."""
+    if pos + 8 > end or data[pos + 1] != 46 or (pos + 8 < end and data[pos + 8] != 32):
+        return -1
+    d0, d1, d2, d3 = data[pos] - 48, data[pos + 2] - 48, data[pos + 3] - 48, data[pos + 4] - 48
+    d4, d5, d6 = data[pos + 5] - 48, data[pos + 6] - 48, data[pos + 7] - 48
+    if min(d0, d1, d2, d3, d4, d5, d6) < 0 or max(d0, d1, d2, d3, d4, d5, d6) > 9:
+        return -1
+    return ((d0 * 10 + d1) * 100 + d2 * 10 + d3) * 1000 + d4 * 100 + d5 * 10 + d6
+
+
+@kernel
+def _parse(data, ends, powers):
+    """parse_pair_lines' pass: (ok, id table uint8 [n, width] zero-padded, counts [n],
+    labels [P] int64, confidences [P] float64). Every line ends in a newline, so digit
+    runs stop at the line's end."""
     n = ends.size
-    data = buffer[PAD:stop]
-    flags = work[: data.size]
-    commas = np.flatnonzero(np.equal(data, ord(","), out=flags)) + PAD
-    dots = np.flatnonzero(np.equal(data, ord("."), out=flags)) + PAD
-    starts = np.empty(n, dtype=np.int64)
-    starts[0] = PAD
-    starts[1:] = ends[:-1] + 1
-    if commas.size != n or dots.size == 0 or not (commas > starts).all():
-        return None  # commas < ends: n commas, one per line
-    first = np.searchsorted(dots, commas)  # each line's first pair
-    counts = np.diff(first, append=dots.size)
-    if first[0] != 0 or counts.min() < 1 or not (dots[first + counts - 1] + 7 == ends).all():
-        return None  # a dot before a comma, a line without pairs, or not ending a pair
-    lengths = np.empty(dots.size, dtype=np.int64)  # label lengths
-    np.subtract(dots[1:], dots[:-1], out=lengths[1:])
-    lengths -= 10  # 'label d.dddddd ' after the previous 'd.dddddd '
-    lengths[first] = dots[first] - commas - 3  # after the comma
-    if lengths.min() < 1 or lengths.max() > 6:
-        return None
-    windows = np.ndarray((buffer.size - 15,), dtype="V16", buffer=buffer, strides=(1,))
-    words = windows[dots - 8].view(_U).reshape(-1, 2)  # 'label d' '.dddddd '
-    words ^= _ZERO
-    low, high = words[:, 0], words[:, 1]
-    space, after = (low >> _U(48)) & _U(0xFF), high >> _U(56)  # ' ' and ' ' or '\n', ^ '0'
-    if not ((space == 0x10).all() and ((after == 0x10) | (after == 0x3A)).all()):
-        return None
-    ids, id_nondigits = _ids(buffer, starts, commas)
-    nondigits = np.count_nonzero(np.less(data, ord("0"), out=flags))
-    nondigits += np.count_nonzero(np.greater(data, ord("9"), out=flags))
-    if ids is None or nondigits != id_nondigits + n + 3 * dots.size:
-        return None
-    digits = np.empty((2, dots.size), dtype=_U)
-    np.left_shift(low, _U(16), out=digits[0])  # the label's last digit in the high byte
-    digits[0] &= _KEEP[lengths]
-    np.left_shift(high, _U(8), out=digits[1])  # 'd.dddddd' -> '0' 'd' 'dddddd'
-    digits[1] &= _U(0xFFFFFFFFFFFF0000)
-    digits[1] |= (low >> _U(56)) << _U(8)
-    _swar_digits(digits)
-    return ParsedLines(ids, counts, digits[0].view(np.int64), digits[1] / 1e6)
-
-
-def _ids(
-    buffer: np.ndarray, starts: np.ndarray, commas: np.ndarray
-) -> tuple[np.ndarray | None, int]:
-    """The ids buffer[starts:commas] as 'S' array and their count of non-digit bytes;
-    None when one is empty, too long or holds a byte outside printable ASCII."""
-    lengths = commas - starts
-    width = int(lengths.max())
-    if width > _MAX_ID:
-        return None, 0
-    columns = np.arange(width)
-    table = buffer.take(starts[:, None] + columns, mode="clip")
-    inside = columns < lengths[:, None]
-    if not (((table > 32) & (table < 127)) | ~inside).all():
-        return None, 0
-    nondigits = int(np.count_nonzero(((table < ord("0")) | (table > ord("9"))) & inside))
-    table[~inside] = 0
-    return table.view(f"S{width}").ravel(), nondigits
+    stop = ends[n - 1] + 1
+    spaces = 0
+    for i in range(stop):
+        spaces += data[i] == 32
+    most_pairs = (spaces + n) // 2  # a line of p pairs holds 2p - 1 spaces
+    id_starts = np.empty(n, np.int64)
+    id_lengths = np.empty(n, np.int64)
+    counts = np.empty(n, np.int64)
+    labels = np.empty(most_pairs, np.int64)
+    confidences = np.empty(most_pairs, np.float64)
+    failed = (False, np.zeros((0, 0), np.uint8), counts[:0], labels[:0], confidences[:0])
+    pairs = 0
+    pos = 0
+    for line in range(n):
+        end = ends[line]
+        start = pos
+        printable = True
+        while pos < end and data[pos] != 44:  # the id, up to the comma
+            printable &= 32 < data[pos] < 127
+            pos += 1
+        if not printable or pos == end or pos == start or pos - start > _MAX_ID:
+            return failed
+        id_starts[line] = start
+        id_lengths[line] = pos - start
+        pos += 1
+        first = pairs
+        while True:
+            label, count, pos = _digits(data, pos, 0)
+            if count == 0 or count > 10 or label > _MAX_LABEL or data[pos] != 32:
+                return failed
+            pos += 1
+            micro = _percent_f(data, pos, end)
+            if micro >= 0:  # the common case, written by %f
+                confidence = micro / 1e6
+                pos += 8
+            else:
+                mantissa, count, pos = _digits(data, pos, 0)
+                fraction = 0
+                if count and data[pos] == 46:  # '.'
+                    mantissa, fraction, pos = _digits(data, pos + 1, mantissa)
+                if count == 0 or count + fraction > _MAX_DIGITS:
+                    return failed
+                confidence = mantissa / powers[fraction]
+            if pairs == most_pairs:
+                return failed
+            labels[pairs] = label
+            confidences[pairs] = confidence
+            pairs += 1
+            if pos == end:
+                break
+            if data[pos] != 32:
+                return failed
+            pos += 1
+        counts[line] = pairs - first
+        pos = end + 1
+    width = id_lengths.max()
+    table = np.zeros((n, width), np.uint8)
+    for line in range(n):
+        table[line, : id_lengths[line]] = data[id_starts[line] : id_starts[line] + id_lengths[line]]
+    return True, table, counts, labels[:pairs], confidences[:pairs]
 
 
 def _digit_columns(values: np.ndarray, out: np.ndarray, zeros: bool = False) -> None:

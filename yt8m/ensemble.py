@@ -2,17 +2,18 @@
 
 Averaging (fidelity.md §6): for every video, the weighted mean over the files of each
 label's confidence (a label absent from a file, or a video absent from a file, counts
-0), divided by the total weight; the top_k labels (20) are written, ranked by
-`yt8m.metrics.top_k_per_row` (equal means: smaller label first). Every pair of every
+0), divided by the total weight; the top_k labels (20) are written, highest mean
+first, equal means: smaller label first (the ranking rule of `yt8m.metrics`). Every pair of every
 line is read (the original's script read only the first half of each line's pairs).
 The mean is computed in float64 from the files' values (the original truncated each
 confidence to 5 decimals first).
 
 Streaming: the files are read in chunks of lines side by side; two threads read and
-parse the next chunk of every file while the current one is averaged (numpy releases
-the GIL). While they list the same videos in the same order (what `yt8m infer` writes
-for one split) each chunk is averaged and written at once, so memory stays bounded by
-two chunks of every file. From the first
+parse the next chunk of every file while the current one is averaged (the compiled
+parser and numpy release the GIL). While they list the same videos in the same order
+(what `yt8m infer` writes for one split) each chunk is summed and ranked at once by one
+compiled pass (`_sum_and_rank`) and written, so memory stays bounded by two chunks of
+every file. From the first
 chunk where they differ, the remaining pairs are collected (16 bytes per pair) and
 averaged at the end; videos are then written in order of first appearance.
 
@@ -36,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from yt8m.atomic import atomic_output
+from yt8m.compiled import kernel
 from yt8m.cpu_memory import keep_freed_memory
 from yt8m.errors import YT8MError
 from yt8m.metrics import pooled_average_precision, top_k_per_row
@@ -59,7 +61,6 @@ WILLOW_INPUTS = (
     "test-lstm-0002-val-150-random",
 )
 WILLOW_OUTPUT = "WILLOW_submission.csv"
-_DENSE_CELLS = 1 << 18  # float64 cells of the averaging scratch (2 MiB: stays in cache)
 _READ_THREADS = 2  # threads reading and parsing the files' next chunks
 _DENSE_LABELS = 1 << 16  # above this label number, the labels present are renumbered
 
@@ -176,91 +177,83 @@ def _raise_duplicate(chunk: SubmissionChunk, offset: int) -> None:
 # ---- averaging ----------------------------------------------------------------------------
 
 
-class _Scratch:
-    """Dense [rows, labels] sums and presence flags, zero between uses."""
-
-    def __init__(self) -> None:
-        self.sums = np.zeros(_DENSE_CELLS)
-        self.present = np.zeros(_DENSE_CELLS, dtype=bool)
-
-
 def _top_k_of_sums(
-    rows: np.ndarray,
-    labels: np.ndarray,
-    values: np.ndarray,
-    num_rows: int,
+    labels: tuple[np.ndarray, ...],
+    values: tuple[np.ndarray, ...],
+    starts: np.ndarray,
+    weights: np.ndarray,
     k: int,
-    scratch: _Scratch,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sum the values of equal (row, label) pairs, then rank each row.
+    """Sum the weighted values of equal labels per row, then rank each row.
 
-    rows [P] int64 ascending, labels [P] int64, values [P] float64: within a row, the
-    pairs in summing order (file order, then pair order, as the original's counters
-    added them). The sums are made in the dense scratch, a few rows at a time (small
-    enough to stay in cache); only the cells touched are read back and reset. Then
-    every row's distinct labels are ranked at once.
-    Returns labels [num_rows, k] (-1 where a row has fewer than k distinct labels) and
-    their sums [num_rows, k] (-inf there).
+    labels[f], values[f]: the pairs of file f ([P_f] int64 >= 0, float64); starts
+    [F, R + 1] int64: row r's pairs of file f are labels[f][starts[f, r] : starts[f, r + 1]];
+    weights [F]. A row sums weight * value in file order, then pair order (as the
+    original's counters added them). Label numbers above `_DENSE_LABELS` are renumbered
+    in order first. Returns labels [R, k] (-1 where a row has fewer than k distinct
+    labels) and their sums [R, k] (-inf there), highest first, equal sums: smaller label
+    first.
     """
     names = None
-    span = 1 + int(labels.max(initial=0))
-    if span > _DENSE_LABELS:  # large label numbers: renumber the labels present
-        names, labels = np.unique(labels, return_inverse=True)
+    span = 1 + max(int(part.max(initial=0)) for part in labels)
+    if span > _DENSE_LABELS:
+        names = np.unique(np.concatenate(labels))
+        labels = tuple(np.searchsorted(names, part) for part in labels)
         span = names.size
-    block = max(1, scratch.sums.size // span)
-    bounds = np.searchsorted(rows, np.arange(0, num_rows + block, block))
-    found, sums = [], []
-    for start, lo, hi in zip(range(0, num_rows, block), bounds[:-1], bounds[1:], strict=False):
-        cells = rows[lo:hi] - start
-        cells *= span
-        cells += labels[lo:hi]
-        np.add.at(scratch.sums, cells, values[lo:hi])
-        scratch.present[cells] = True
-        cells = np.flatnonzero(scratch.present[: min(block, num_rows - start) * span])
-        sums.append(scratch.sums[cells])  # cells by row, then label
-        scratch.sums[cells] = 0
-        scratch.present[cells] = False
-        cells += start * span
-        found.append(cells)
-    row, label = np.divmod(np.concatenate(found), span)
-    counts = np.bincount(row, minlength=num_rows)
-    width = max(int(counts.max(initial=0)), 1)
-    column = np.arange(row.size) - (np.cumsum(counts) - counts)[row]
-    dense = np.full((num_rows, width), -np.inf)
-    dense_labels = np.full((num_rows, width), -1, dtype=np.int64)
-    dense[row, column] = np.concatenate(sums)
-    dense_labels[row, column] = label if names is None else names[label]
-    top_sums, positions = _top_k_in_column_order(dense, k)
-    top_labels = np.take_along_axis(dense_labels, positions, axis=1)
-    top_labels[np.isneginf(top_sums)] = -1
-    if top_sums.shape[1] < k:  # fewer than k labels in every row
-        pad = k - top_sums.shape[1]
-        top_sums = np.pad(top_sums, ((0, 0), (0, pad)), constant_values=-np.inf)
-        top_labels = np.pad(top_labels, ((0, 0), (0, pad)), constant_values=-1)
+    top_labels, top_sums = _sum_and_rank(labels, values, starts, weights, k, span)
+    if names is not None:
+        top_labels[top_labels >= 0] = names[top_labels[top_labels >= 0]]
     return top_labels, top_sums
 
 
-def _top_k_in_column_order(dense: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """`top_k_per_row` (highest first, equal values: smaller column first), faster for
-    narrow rows: the k-th highest value of each row is found by a partition; rows
-    with exactly k values at or above it sort those k; other rows (a tie at the k-th
-    place, padding, NaN) go to `top_k_per_row`."""
-    rows, width = dense.shape
-    if width <= k:
-        return top_k_per_row(dense, k)
-    kth = np.partition(dense, width - k, axis=1)[:, width - k]
-    chosen = dense >= kth[:, None]
-    plain = np.count_nonzero(chosen, axis=1) == k
-    values = np.empty((rows, k))
-    positions = np.empty((rows, k), dtype=np.int64)
-    columns = np.nonzero(chosen[plain])[1].reshape(-1, k)  # ascending in each row
-    chosen_values = np.take_along_axis(dense[plain], columns, axis=1)
-    order = np.argsort(-chosen_values, axis=1, kind="stable")
-    values[plain] = np.take_along_axis(chosen_values, order, axis=1)
-    positions[plain] = np.take_along_axis(columns, order, axis=1)
-    if not plain.all():
-        values[~plain], positions[~plain] = top_k_per_row(dense[~plain], k)
-    return values, positions
+@kernel
+def _ranks_before(value, label, other_value, other_label):
+    """Whether (value, label) ranks before (other_value, other_label): higher value first,
+    equal values: smaller label first."""
+    return value > other_value or (value == other_value and label < other_label)
+
+
+@kernel
+def _sum_and_rank(labels, values, starts, weights, k, span):
+    """`_top_k_of_sums` for labels < span: one row at a time, summed in a dense [span]
+    scratch (in cache), ranked by insertion into the row's k best."""
+    num_files, num_rows = starts.shape[0], starts.shape[1] - 1
+    sums = np.zeros(span)
+    present = np.zeros(span, np.bool_)
+    touched = np.empty(span, np.int64)
+    top_labels = np.full((num_rows, k), -1, np.int64)
+    top_sums = np.full((num_rows, k), -np.inf)
+    for row in range(num_rows):
+        distinct = 0
+        for file in range(num_files):
+            file_labels, file_values, weight = labels[file], values[file], weights[file]
+            for pair in range(starts[file, row], starts[file, row + 1]):
+                label = file_labels[pair]
+                touched[distinct] = label  # kept when the label is new (no branch)
+                distinct += not present[label]
+                present[label] = True
+                sums[label] += weight * file_values[pair]
+        best_labels, best_sums = top_labels[row], top_sums[row]
+        held = 0
+        for i in range(distinct):
+            label = touched[i]
+            value = sums[label]
+            sums[label] = 0.0
+            present[label] = False
+            if held < k:
+                held += 1
+            elif not _ranks_before(value, label, best_sums[k - 1], best_labels[k - 1]):
+                continue
+            slot = held - 1
+            while slot > 0 and _ranks_before(
+                value, label, best_sums[slot - 1], best_labels[slot - 1]
+            ):
+                best_sums[slot] = best_sums[slot - 1]
+                best_labels[slot] = best_labels[slot - 1]
+                slot -= 1
+            best_sums[slot] = value
+            best_labels[slot] = label
+    return top_labels, top_sums
 
 
 def _ragged_rows(
@@ -285,27 +278,6 @@ def _weighted(chunk: SubmissionChunk, weight: float) -> np.ndarray:
     return chunk.confidences if weight == 1.0 else chunk.confidences * weight
 
 
-def _by_row(
-    chunks: Sequence[SubmissionChunk], weights: Sequence[float]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The pairs of chunks listing the same videos, by row, then file, then pair:
-    (rows, labels, weighted values) [P]."""
-    count = len(chunks[0].ids)
-    widths = [int(c.pair_counts[0]) if count else 0 for c in chunks]
-    if all((c.pair_counts == w).all() for c, w in zip(chunks, widths, strict=True)):
-        labels = np.concatenate([c.labels.reshape(count, -1) for c in chunks], axis=1).ravel()
-        values = np.concatenate(
-            [_weighted(c, w).reshape(count, -1) for c, w in zip(chunks, weights, strict=True)],
-            axis=1,
-        ).ravel()
-        return np.repeat(np.arange(count), sum(widths)), labels, values
-    rows = np.concatenate([np.repeat(np.arange(count), c.pair_counts) for c in chunks])
-    order = np.argsort(rows, kind="stable")
-    labels = np.concatenate([c.labels for c in chunks])[order]
-    values = np.concatenate([_weighted(c, w) for c, w in zip(chunks, weights, strict=True)])
-    return rows[order], labels, values[order]
-
-
 def _read_steps(
     paths: Sequence[str], lines_per_chunk: int
 ) -> Iterator[list[tuple[int, SubmissionChunk | None]]]:
@@ -326,9 +298,9 @@ def _average_streams(
 ) -> Iterator[tuple[Sequence[str] | np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (video ids, top labels [n, k], mean confidences [n, k]) in output order."""
     total_weight = sum(m.weight for m in models)
+    weights = np.array([m.weight for m in models])
     num_files = len(models)
     index = _VideoIndex(len(models))
-    scratch = _Scratch()
     collected: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     aligned, emitted = True, 0
     for step in _read_steps([m.path for m in models], lines_per_chunk):
@@ -338,8 +310,15 @@ def _average_streams(
         if aligned and all(c is not None and c.same_videos(chunks[0]) for c in chunks):
             index.add_to_all(chunks[0])
             count = len(chunks[0].ids)
-            rows, labels, values = _by_row(chunks, [m.weight for m in models])
-            top_labels, top_sums = _top_k_of_sums(rows, labels, values, count, top_k, scratch)
+            starts = np.zeros((num_files, count + 1), dtype=np.int64)
+            np.cumsum([c.pair_counts for c in chunks], axis=1, out=starts[:, 1:])
+            top_labels, top_sums = _top_k_of_sums(
+                tuple(c.labels for c in chunks),
+                tuple(c.confidences for c in chunks),
+                starts,
+                weights,
+                top_k,
+            )
             emitted += count
             yield chunks[0].ids, top_labels, top_sums / total_weight
             continue
@@ -359,10 +338,8 @@ def _average_streams(
     remaining = len(index.names) - emitted
     for start in range(0, remaining, lines_per_chunk):
         stop = min(start + lines_per_chunk, remaining)
-        lo, hi = np.searchsorted(video, [start, stop])
-        top_labels, top_sums = _top_k_of_sums(
-            video[lo:hi] - start, labels[lo:hi], values[lo:hi], stop - start, top_k, scratch
-        )
+        starts = np.searchsorted(video, np.arange(start, stop + 1))[None, :]
+        top_labels, top_sums = _top_k_of_sums((labels,), (values,), starts, np.ones(1), top_k)
         yield index.names[emitted + start : emitted + stop], top_labels, top_sums / total_weight
 
 

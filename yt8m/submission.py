@@ -5,9 +5,9 @@ confidence first (equal confidences: smaller label first, the ranking rule of
 `yt8m.metrics`), confidences written with ``%f``. Names ending in ``.gz`` are
 gzip-compressed, for reading and writing.
 
-Reading is vectorised: files are read as bytes, a chunk of lines at a time. A chunk
-whose lines all have the shape written with `%d %f` is parsed by
-`yt8m.csv_numbers.parse_pair_lines`; any other chunk is decoded and parsed by
+Reading is fast: files are read as bytes, a chunk of lines at a time. A chunk whose
+lines all have the plain shape (`%d` labels, decimal confidences such as `%f`) is parsed
+by `yt8m.csv_numbers.parse_pair_lines` in one compiled pass; any other chunk is decoded and parsed by
 `numpy.loadtxt`, and a chunk that loadtxt cannot parse (lines of different lengths, a
 bad token) is read again line by line, which either parses it or raises
 `SubmissionError` naming the file and the line. Writing assembles a chunk's lines in
@@ -27,7 +27,7 @@ from typing import IO
 
 import numpy as np
 
-from yt8m.csv_numbers import PAD, format_pair_lines, parse_pair_lines
+from yt8m.csv_numbers import format_pair_lines, parse_pair_lines
 from yt8m.errors import YT8MError
 from yt8m.metrics import ArrayLike, first_nan_row, top_k_per_row
 
@@ -148,13 +148,13 @@ def read_submission_chunks(
 
 
 class _LineBlocks:
-    """Chunks of whole lines read into one reused byte buffer (PAD bytes before)."""
+    """Chunks of whole lines read into one reused byte buffer."""
 
     def __init__(self, stream: IO[bytes], path: str, lines_per_chunk: int) -> None:
         self.stream, self.path, self.lines_per_chunk = stream, path, lines_per_chunk
-        self.buffer = np.zeros(PAD + _FIRST_READ, dtype=np.uint8)
+        self.buffer = np.zeros(_FIRST_READ, dtype=np.uint8)
         self.work = np.empty(self.buffer.size, dtype=bool)
-        self.size = 0  # data bytes held after PAD
+        self.size = 0  # bytes held
         self.ends = np.zeros(0, dtype=np.int64)  # positions of the held newlines
         self.line_number = 2
         self.bytes_done, self.lines_done = 0, 0
@@ -168,9 +168,9 @@ class _LineBlocks:
                 return
             take = min(self.lines_per_chunk, self.ends.size)
             cut = int(self.ends[take - 1]) + 1
-            parsed = parse_pair_lines(self.buffer, self.ends[:take], self.work)
+            parsed = parse_pair_lines(self.buffer, self.ends[:take])
             if parsed is None:
-                chunk = _parse_text(self.path, self.line_number, self.buffer[PAD:cut].tobytes())
+                chunk = _parse_text(self.path, self.line_number, self.buffer[:cut].tobytes())
             else:
                 chunk = SubmissionChunk(
                     self.path,
@@ -181,11 +181,11 @@ class _LineBlocks:
                     parsed.confidences,
                 )
             self.line_number += len(chunk.ids)
-            self.bytes_done += cut - PAD
+            self.bytes_done += cut
             self.lines_done += take
-            rest = PAD + self.size - cut
-            self.buffer[PAD : PAD + rest] = self.buffer[cut : cut + rest]
-            self.ends = self.ends[take:] - (cut - PAD)
+            rest = self.size - cut
+            self.buffer[:rest] = self.buffer[cut : cut + rest]
+            self.ends = self.ends[take:] - cut
             self.size = rest
             yield chunk
 
@@ -194,11 +194,11 @@ class _LineBlocks:
         missing = self.lines_per_chunk - self.ends.size
         average = self.bytes_done / self.lines_done if self.lines_done else 0
         want = max(1 << 16, int(missing * average * 1.02)) if average else _FIRST_READ
-        if PAD + self.size + want + 1 > self.buffer.size:
-            grown = np.zeros(max(PAD + self.size + want + 1, 3 * self.buffer.size // 2), np.uint8)
-            grown[: PAD + self.size] = self.buffer[: PAD + self.size]
+        if self.size + want + 1 > self.buffer.size:
+            grown = np.zeros(max(self.size + want + 1, 3 * self.buffer.size // 2), np.uint8)
+            grown[: self.size] = self.buffer[: self.size]
             self.buffer, self.work = grown, np.empty(grown.size, dtype=bool)
-        start = PAD + self.size
+        start = self.size
         try:
             got = self.stream.readinto(memoryview(self.buffer)[start : start + want])
         except (OSError, EOFError) as err:
@@ -206,7 +206,7 @@ class _LineBlocks:
                 f"{self.path}: unreadable after line {self.line_number - 1}: {err}"
             ) from err
         if not got:
-            held = self.ends[-1] + 1 if self.ends.size else PAD
+            held = self.ends[-1] + 1 if self.ends.size else 0
             if start > held:  # a last line without a newline
                 self.buffer[start] = ord("\n")
                 self.size += 1
