@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from yt8m.data.batch_memory import Layout, LocalBuffers, ReleaseFlags, SharedBuffers
+from yt8m.data.batch_memory import Buffer, Layout, LocalBuffers, ReleaseFlags, SharedBuffers
 from yt8m.data.records import parse_frame_record, parse_video_record
 from yt8m.data.tfrecord import (
     Payload,
@@ -151,37 +151,47 @@ class RecordBatches(IterableDataset):
                     if (index + offset) % stride == 0:
                         yield payload, path, index
 
-    def _batch(self, sources: list[Source], buffers: LocalBuffers | SharedBuffers) -> dict:
+    def _new_batch(self, buffers: LocalBuffers | SharedBuffers) -> Buffer:
+        """A buffer for `batch_size` videos: no labels set, one frame each."""
         plan = self.plan
-        size = len(sources)
         dim = sum(s for _, s in plan.features)
-        shape = (size, plan.max_frames, dim) if plan.frame_level else (size, dim)
+        rows = plan.batch_size
+        shape = (rows, plan.max_frames, dim) if plan.frame_level else (rows, dim)
         dtype = torch.uint8 if plan.frame_level else torch.float32
         buffer = buffers.take(Layout(shape, dtype, plan.num_classes))
+        buffer.arrays[2][:] = 1
+        return buffer
+
+    def _decode(self, source: Source, buffer: Buffer, row: int) -> str:
+        """Decode one record into row `row` of `buffer`; returns its video id. Done as the
+        record arrives, while its bytes are still in the CPU cache from the CRC check."""
+        plan = self.plan
+        payload, path, index = source
         inputs_np, labels_np, num_frames_np = buffer.arrays
-        num_frames_np[:] = 1
-        video_ids = []
-        for row, (payload, path, index) in enumerate(sources):
-            source = f"{path}, record {index}"
-            if plan.frame_level:
-                record = parse_frame_record(
-                    payload,
-                    plan.features,
-                    max_frames=plan.max_frames,
-                    num_classes=plan.num_classes,
-                    source=source,
-                    out=inputs_np[row],
-                )
-                num_frames_np[row] = record.num_frames
-                buffer.clear_stale(row, record.num_frames)
-            else:
-                record = parse_video_record(
-                    payload, plan.features, num_classes=plan.num_classes, source=source
-                )
-                inputs_np[row] = record.features
-            video_ids.append(record.video_id)
-            labels_np[row, record.labels] = True
-        inputs, labels, num_frames = buffer.tensors
+        where = f"{path}, record {index}"
+        if plan.frame_level:
+            record = parse_frame_record(
+                payload,
+                plan.features,
+                max_frames=plan.max_frames,
+                num_classes=plan.num_classes,
+                source=where,
+                out=inputs_np[row],
+            )
+            num_frames_np[row] = record.num_frames
+            buffer.clear_stale(row, record.num_frames)
+        else:
+            record = parse_video_record(
+                payload, plan.features, num_classes=plan.num_classes, source=where
+            )
+            inputs_np[row] = record.features
+        labels_np[row, record.labels] = True
+        return record.video_id
+
+    @staticmethod
+    def _batch(buffer: Buffer, video_ids: list[str]) -> dict:
+        """The batch of the first len(video_ids) rows of `buffer`."""
+        inputs, labels, num_frames = (t[: len(video_ids)] for t in buffer.tensors)
         return {
             "video_ids": video_ids,
             "inputs": inputs,
@@ -201,17 +211,21 @@ class RecordBatches(IterableDataset):
             rng = np.random.default_rng([plan.seed, plan.rank, worker])
             sources = _shuffled(sources, plan.shuffle_buffer, rng)
         try:
-            batch: list[Source] = []
-            made = 0
+            made = count = 0  # batches made (or skipped), records in the current one
+            buffer, video_ids = None, []
             for source in sources:
-                batch.append(source)
-                if len(batch) == plan.batch_size:
-                    if made >= plan.skip_batches[worker]:
-                        yield self._batch(batch, buffers)
-                    made += 1
-                    batch = []
-            if batch and made >= plan.skip_batches[worker]:
-                yield self._batch(batch, buffers)
+                if made >= plan.skip_batches[worker]:  # skipped batches are not decoded
+                    if buffer is None:
+                        buffer = self._new_batch(buffers)
+                    video_ids.append(self._decode(source, buffer, count))
+                count += 1
+                if count == plan.batch_size:
+                    if buffer is not None:
+                        yield self._batch(buffer, video_ids)
+                    made, count = made + 1, 0
+                    buffer, video_ids = None, []
+            if buffer is not None:
+                yield self._batch(buffer, video_ids)
         except YT8MError as err:
             if info is None:
                 raise

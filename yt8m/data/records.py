@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from yt8m.data import wire
+from yt8m.data.regular_records import read_regular_frame_record
 from yt8m.data.tfrecord import Payload, RecordError, expand_pattern, read_record_views
 
 ID_KEYS = ("video_id", "id")
@@ -135,7 +136,48 @@ def parse_frame_record(
 
     With `out` (uint8 ``[>= max_frames, sum(sizes)]``, e.g. a row of a batch) the frames are
     written into ``out[:num_frames]`` and `frames` is that view; rows after it are untouched.
+    Records of the regular YouTube-8M layout take the compiled fast path
+    (`yt8m.data.regular_records`), any other record `parse_frame_record_general`.
     """
+    target = out if out is not None else np.empty((max_frames, _width(features)), np.uint8)
+    fast = read_regular_frame_record(
+        np.frombuffer(payload, np.uint8), tuple(features), max_frames, num_classes, target
+    )
+    if fast is None:
+        return parse_frame_record_general(
+            payload,
+            features,
+            max_frames=max_frames,
+            num_classes=num_classes,
+            source=source,
+            out=out,
+        )
+    video_id = bytes(payload[fast.id_start : fast.id_end]).decode("utf-8", "backslashreplace")
+    segments = None
+    if fast.has_segments:
+        context = wire.decode_context(payload, SEGMENT_KEYS)
+        segments = _segments(context, f"{source}, video {video_id!r}")
+    frames = target[: fast.num_frames]
+    if out is None:
+        frames = frames.copy()  # not a view of max_frames rows
+    return FrameRecord(video_id, fast.labels, frames, fast.num_frames, segments)
+
+
+def _width(features: FeatureSpec) -> int:
+    return sum(size for _, size in features)
+
+
+def parse_frame_record_general(
+    payload: Payload,
+    features: FeatureSpec,
+    *,
+    max_frames: int = 300,
+    num_classes: int = 4716,
+    source: str = "record",
+    out: np.ndarray | None = None,
+) -> FrameRecord:
+    """`parse_frame_record` by the general decoder: any valid encoding, and an error that
+    names every defect (file, record, video)."""
     try:
         context, lists = wire.split_sequence_example(payload)
     except RecordError as err:
@@ -164,8 +206,7 @@ def parse_frame_record(
             )
         parts.append(frames)
     num_frames = min(len(parts[0]), max_frames) if parts else 0
-    total = sum(size for _, size in features)
-    target = np.empty((num_frames, total), np.uint8) if out is None else out[:num_frames]
+    target = np.empty((num_frames, _width(features)), np.uint8) if out is None else out[:num_frames]
     column = 0
     for frames, (_, size) in zip(parts, features, strict=True):
         target[:, column : column + size] = frames[:num_frames]
