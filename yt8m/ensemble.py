@@ -40,7 +40,7 @@ from yt8m.atomic import atomic_output
 from yt8m.compiled import kernel
 from yt8m.cpu_memory import keep_freed_memory
 from yt8m.errors import YT8MError
-from yt8m.metrics import pooled_average_precision, top_k_per_row
+from yt8m.metrics import insert_ranked, pooled_average_precision, top_k_per_row
 from yt8m.submission import (
     SUBMISSION_HEADER,
     SubmissionChunk,
@@ -207,13 +207,6 @@ def _top_k_of_sums(
 
 
 @kernel
-def _ranks_before(value, label, other_value, other_label):
-    """Whether (value, label) ranks before (other_value, other_label): higher value first,
-    equal values: smaller label first."""
-    return value > other_value or (value == other_value and label < other_label)
-
-
-@kernel
 def _sum_and_rank(labels, values, starts, weights, k, span):
     """`_top_k_of_sums` for labels < span: one row at a time, summed in a dense [span]
     scratch (in cache), ranked by insertion into the row's k best."""
@@ -233,26 +226,12 @@ def _sum_and_rank(labels, values, starts, weights, k, span):
                 distinct += not present[label]
                 present[label] = True
                 sums[label] += weight * file_values[pair]
-        best_labels, best_sums = top_labels[row], top_sums[row]
         held = 0
         for i in range(distinct):
             label = touched[i]
-            value = sums[label]
+            held = insert_ranked(sums[label], label, held, top_sums[row], top_labels[row])
             sums[label] = 0.0
             present[label] = False
-            if held < k:
-                held += 1
-            elif not _ranks_before(value, label, best_sums[k - 1], best_labels[k - 1]):
-                continue
-            slot = held - 1
-            while slot > 0 and _ranks_before(
-                value, label, best_sums[slot - 1], best_labels[slot - 1]
-            ):
-                best_sums[slot] = best_sums[slot - 1]
-                best_labels[slot] = best_labels[slot - 1]
-                slot -= 1
-            best_sums[slot] = value
-            best_labels[slot] = label
     return top_labels, top_sums
 
 

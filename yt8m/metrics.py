@@ -2,10 +2,10 @@
 
 Ranking rule, used everywhere in this project (metrics, submission files, averaging):
 classes are ranked by confidence, highest first; equal confidences are ranked by
-class index, smallest first. `top_k_per_row` implements it exactly, also when a tie
-straddles the k-th place (a plain partition or torch.topk leaves that order open). It
-reads a [B, C] float matrix once, in place (block maxima, numpy only), and ranks only
-the few entries that can reach the top k.
+class index, smallest first (`ranks_before`). `top_k_per_row` implements it exactly, also
+when a tie straddles the k-th place (a plain partition or torch.topk leaves that order
+open). It reads a [B, C] float matrix once, in place (block maxima, in one compiled pass
+per row), and ranks only the few entries that can reach the top k.
 
 Ties in the pooled GAP / AP ranking: entries with equal confidence form one threshold
 (the convention of scikit-learn's average precision): precision is taken after the
@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
+from yt8m.compiled import kernel, reordering_kernel
 from yt8m.errors import YT8MError
 
 if TYPE_CHECKING:  # torch is not imported at run time: averaging CSVs does not need it
     import torch
 
 ArrayLike = Union["torch.Tensor", np.ndarray]
-_BLOCK = 32  # columns per block of `_candidates` (fastest of 16 to 96, C = 4716)
-_CHUNK_BYTES = 1 << 22  # rows of `top_k_per_row` ranked together: 4 MiB (fastest of 2 to 37)
-_BLOCK_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_BLOCK = 32  # columns per block of `_top_k_rows`
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class MetricsError(YT8MError, ValueError):
@@ -54,96 +54,114 @@ def as_numpy(values: ArrayLike) -> np.ndarray:
 def top_k_per_row(values: ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k highest entries of each row, ranked by the module's rule.
 
-    values: [B, C] (numpy, or a torch tensor on any device; computed on the CPU without
-    copying a numpy or CPU float matrix). Returns (top values [B, k'], their column
-    indices [B, k'] int64) with k' = min(k, C), highest first, equal values in
-    increasing column order. A row holding NaN gets NaN for all its top values.
+    values: [B, C] (numpy, or a torch tensor on any device; float32 and float64 are read
+    in place, other types as float64). Returns (top values [B, k'], their column indices
+    [B, k'] int64) with k' = min(k, C), highest first, equal values in increasing column
+    order. A row holding NaN gets NaN for all its top values.
     """
     values = as_numpy(values)
     if values.ndim != 2:
         raise MetricsError(f"expected a [videos, classes] matrix, got shape {values.shape}")
     if k <= 0:
         raise MetricsError(f"top_k must be positive, got {k}")
+    if values.dtype not in _KERNEL_DTYPES:
+        values = values.astype(np.float64)
     k = min(k, values.shape[1])
-    step = max(1, _CHUNK_BYTES // max(values[:1].nbytes, 1))  # rows ranked together
-    ranked = [_top_k_rows(values[i : i + step], k) for i in range(0, max(len(values), 1), step)]
-    return np.concatenate([v for v, _ in ranked]), np.concatenate([c for _, c in ranked])
+    top_values = np.empty((values.shape[0], k), values.dtype)
+    top_columns = np.empty((values.shape[0], k), np.int64)
+    if k:
+        _top_k_rows(values, k, top_values, top_columns)
+    return top_values, top_columns
 
 
-def _top_k_rows(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """`top_k_per_row` of a few rows (values [b, C], k <= C): they stay in the CPU cache
-    from their first read to the read of their candidates."""
-    if values.dtype in _BLOCK_DTYPES and values.shape[1] // _BLOCK > k and values.shape[0]:
-        rows, columns, candidates, nan_rows = _candidates(values, k)
-    else:
-        rows, columns = np.indices(values.shape).reshape(2, -1)
-        candidates = values.ravel()
-        nan_rows = np.isnan(values).any(axis=1) if values.dtype.kind == "f" else None
-    top_values, top_indices = _rank_candidates(rows, columns, candidates, values.shape[0], k)
-    if nan_rows is not None and nan_rows.any():
-        top_values[nan_rows] = np.nan
-    return top_values, top_indices
+@kernel
+def ranks_before(value, index, other_value, other_index) -> bool:
+    """The ranking rule: (value, index) comes before (other_value, other_index) when its
+    value is higher, or equal with a smaller index."""
+    return value > other_value or (value == other_value and index < other_index)
 
 
-def _windows(values: np.ndarray) -> np.ndarray:
-    """Every run of `_BLOCK` consecutive entries of `values` (C-contiguous), as one record
-    each: [values.size - _BLOCK + 1] records of _BLOCK values (copied by fancy indexing
-    as one memory block each)."""
-    record = np.dtype((np.void, _BLOCK * values.itemsize))
-    return np.ndarray((values.size - _BLOCK + 1,), record, values, strides=(values.itemsize,))
+@kernel
+def insert_ranked(value, index, held, best_values, best_indices) -> int:
+    """Insert (value, index) into best_values / best_indices [k], which rank their first
+    `held` entries, when it ranks among the k best; returns the entries now held."""
+    k = best_values.size
+    if held < k:
+        held += 1
+    elif not ranks_before(value, index, best_values[k - 1], best_indices[k - 1]):
+        return held
+    slot = held - 1
+    while slot > 0 and ranks_before(value, index, best_values[slot - 1], best_indices[slot - 1]):
+        best_values[slot] = best_values[slot - 1]
+        best_indices[slot] = best_indices[slot - 1]
+        slot -= 1
+    best_values[slot] = value
+    best_indices[slot] = index
+    return held
 
 
-def _candidates(
-    values: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Entries that may be among a row's k highest: (rows, columns, values) [N], row-major.
+@reordering_kernel
+def _block_maximum(row, start, stop):
+    """max(row[start:stop]) (stop > start) of a row without NaN, on vector instructions."""
+    highest = row[start]
+    for c in range(start + 1, stop):
+        highest = max(highest, row[c])
+    return highest
 
-    One read of the matrix gives the maximum of each block of `_BLOCK` consecutive
-    columns (the last block: the C % _BLOCK tail columns). The k-th highest block
-    maximum t of a row is at most the row's k-th highest value (the k highest block
-    maxima are k distinct entries), so the row's top k, ties included, are among its
-    entries >= t, which lie in the blocks whose maximum is >= t: usually k blocks, read
-    back whole (contiguous memory). A row holding NaN takes every entry of its blocks
-    without NaN. Also returns the rows holding NaN ([B] bool).
+
+@kernel
+def _holds_nan(row) -> bool:
+    nans = 0
+    for c in range(row.size):
+        nans += row[c] != row[c]
+    return nans > 0
+
+
+@kernel
+def _top_k_rows(values, k, top_values, top_columns):
+    """`top_k_per_row` into top_values / top_columns [B, k] (1 <= k <= C).
+
+    Per row, one read gives the maximum of each block of `_BLOCK` consecutive columns.
+    The k-th highest block maximum t is at most the row's k-th highest value (the k
+    highest block maxima are k distinct entries), so the row's top k, ties included, are
+    among its entries >= t, which lie in the blocks whose maximum is >= t (usually k
+    blocks, still in cache). Those entries are ranked by insertion, in column order.
     """
-    batch, num_classes = values.shape
-    block_max = np.maximum.reduceat(values, np.arange(0, num_classes, _BLOCK), axis=1)
-    num_blocks = block_max.shape[1]
-    top_blocks = np.partition(block_max, num_blocks - k, axis=1)[:, num_blocks - k :]
-    nan_rows = np.isnan(top_blocks).any(axis=1)  # NaN is placed among the highest
-    threshold = np.where(nan_rows, -np.inf, top_blocks[:, 0])
-    rows, block = np.divmod(np.flatnonzero(block_max >= threshold[:, None]), num_blocks)
-    first = np.minimum(block * _BLOCK, num_classes - _BLOCK)  # the tail block ends at C
-    entries = _windows(values)[rows * num_classes + first].view(values.dtype).reshape(-1, _BLOCK)
-    keep = entries >= threshold[rows, None]
-    tail = num_classes % _BLOCK
-    if tail:  # the tail block's first columns belong to the block before it
-        keep[block == num_blocks - 1, : _BLOCK - tail] = False
-    kept = np.flatnonzero(keep)
-    which, offset = np.divmod(kept, _BLOCK)
-    return rows[which], first[which] + offset, entries.reshape(-1)[kept], nan_rows
+    rows, columns = values.shape
+    blocks = (columns + _BLOCK - 1) // _BLOCK
+    maxima = np.empty(blocks, values.dtype)
+    kth = np.empty(k, values.dtype)
+    kth_blocks = np.empty(k, np.int64)
+    for r in range(rows):
+        row = values[r]
+        if blocks < 2 * k:  # few blocks: rank every entry
+            held = 0
+            for c in range(columns):
+                held = insert_ranked(row[c], c, held, top_values[r], top_columns[r])
+        else:
+            _rank_block_candidates(row, maxima, kth, kth_blocks, top_values[r], top_columns[r])
+        if _holds_nan(row):  # (read from cache) the ranking above means nothing then
+            top_values[r] = np.nan
+            top_columns[r] = np.arange(k)
 
 
-def _rank_candidates(
-    rows: np.ndarray, columns: np.ndarray, values: np.ndarray, batch: int, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The k highest of each row's candidates, by the module's ranking rule.
-
-    rows, columns, values [N] in row-major order. Returns (values [batch, k], columns
-    [batch, k] int64), highest first; a row with fewer than k candidates is completed
-    with -inf at column 0.
-    """
-    counts = np.bincount(rows, minlength=batch)
-    width = max(int(counts.max(initial=0)), k)
-    row_offsets = np.arange(0, batch * width, width) - (np.cumsum(counts) - counts)
-    slots = np.arange(rows.size) + row_offsets[rows]  # row * width + rank among its candidates
-    negated = np.full(batch * width, np.inf, dtype=np.result_type(values.dtype, np.float32))
-    negated[slots] = -values  # a stable ascending sort: highest first, then column
-    padded_columns = np.zeros(batch * width, dtype=np.int64)
-    padded_columns[slots] = columns
-    order = np.argsort(negated.reshape(batch, width), axis=1, kind="stable")[:, :k]
-    order += np.arange(0, batch * width, width)[:, None]
-    return -negated[order], padded_columns[order]
+@kernel
+def _rank_block_candidates(row, maxima, kth, kth_blocks, best_values, best_columns):
+    """The block path of `_top_k_rows` for one row without NaN: its k best into
+    best_values / best_columns [k] (scratch: maxima [blocks], kth and kth_blocks [k])."""
+    columns, blocks = row.size, maxima.size
+    for b in range(blocks):
+        maxima[b] = _block_maximum(row, b * _BLOCK, min(b * _BLOCK + _BLOCK, columns))
+    found = 0
+    for b in range(blocks):
+        found = insert_ranked(maxima[b], b, found, kth, kth_blocks)
+    threshold = kth[kth.size - 1]
+    held = 0
+    for b in range(blocks):
+        if maxima[b] >= threshold:
+            for c in range(b * _BLOCK, min(b * _BLOCK + _BLOCK, columns)):
+                if row[c] >= threshold:
+                    held = insert_ranked(row[c], c, held, best_values, best_columns)
 
 
 def _nonzero_positions(labels: np.ndarray) -> np.ndarray:
