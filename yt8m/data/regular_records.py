@@ -135,6 +135,22 @@ def _map_entry(buf, pos, end, keys, key_starts):
 
 
 @kernel
+def _next_entry(buf, pos, stop, keys, key_starts, seen):
+    """The map entry at buf[pos:stop]: (index of its key or -2, value start, value stop,
+    position after the entry); index -1 when the entry is irregular or its key was seen
+    before (seen [K] marks the keys met)."""
+    entry_start, entry_stop = _length_field(buf, pos, stop, 1)
+    if entry_start < 0:
+        return -1, 0, 0, 0
+    key, value_start, value_stop = _map_entry(buf, entry_start, entry_stop, keys, key_starts)
+    if key >= 0:
+        if seen[key]:
+            return -1, 0, 0, 0
+        seen[key] = True
+    return key, value_start, value_stop, entry_stop
+
+
+@kernel
 def _labels(buf, start, stop, num_classes):
     """The labels of an int64-list Feature at buf[start:stop] ([L] int64), or None-like
     (an array of one -1) when it is not a valid list of labels in [0, num_classes)."""
@@ -230,14 +246,11 @@ def _read(buf, keys, key_starts, sizes, num_classes):
     seen = np.zeros(key_starts.size - 1, np.bool_)
     pos = context[0]
     while 0 <= pos < context[1]:
-        entry_start, entry_stop = _length_field(buf, pos, context[1], 1)
-        if entry_start < 0:
+        key, value_start, value_stop, pos = _next_entry(
+            buf, pos, context[1], keys, key_starts, seen
+        )
+        if key == -1:
             return _irregular()
-        key, value_start, value_stop = _map_entry(buf, entry_start, entry_stop, keys, key_starts)
-        if key == -1 or (key >= 0 and seen[key]):
-            return _irregular()
-        if key >= 0:
-            seen[key] = True
         if key == _VIDEO_ID or key == _ID:
             if id_start >= 0:
                 return _irregular()  # both keys: the general decoder decides
@@ -255,7 +268,6 @@ def _read(buf, keys, key_starts, sizes, num_classes):
             has_segments = True
         elif key >= _SEGMENTS:
             return _irregular()  # a feature list's name in the context
-        pos = entry_stop
     if id_start < 0:
         return _irregular()
     frames = np.full(sizes.size, -1, np.int64)
@@ -263,22 +275,16 @@ def _read(buf, keys, key_starts, sizes, num_classes):
     steps = np.zeros(sizes.size, np.int64)
     pos = lists[0]
     while 0 <= pos < lists[1]:
-        entry_start, entry_stop = _length_field(buf, pos, lists[1], 1)
-        if entry_start < 0:
-            return _irregular()
-        key, value_start, value_stop = _map_entry(buf, entry_start, entry_stop, keys, key_starts)
-        if key == -1 or (key >= 0 and seen[key]):
+        key, value_start, value_stop, pos = _next_entry(buf, pos, lists[1], keys, key_starts, seen)
+        if key == -1:
             return _irregular()
         feature = key - _SEGMENTS - 1
-        if key >= 0:
-            seen[key] = True
         if feature >= 0:
             frames[feature], firsts[feature], steps[feature] = _frame_spacing(
                 buf, value_start, value_stop, sizes[feature]
             )
         elif key >= 0:
             return _irregular()  # a context key among the feature lists
-        pos = entry_stop
     if frames.min() < 0 or frames.max() != frames.min():
         return _irregular()
     return True, id_start, id_stop, has_segments, frames[0], labels, firsts, steps
