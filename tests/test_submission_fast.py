@@ -245,3 +245,16 @@ def test_ids_the_fast_writer_cannot_hold_are_written_by_python(names):
     labs, values = np.array([[1], [2]]), np.array([[0.5], [0.25]])
     expected = percent_f(list(names), labs, values)
     assert format_ranked_lines(names, labs, values) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text("0123456789. ,\t\r-ex", min_size=1, max_size=60))
+def test_any_text_is_read_as_python_reads_it_or_left_to_the_general_reader(body):
+    # fidelity.md §6 files: the fast parser never reads a line differently from Python
+    text = "v," + body + "\n"
+    parsed = parse(text.encode())
+    if parsed is not None:
+        names, labs, confs, counts = python_values(text)
+        assert parsed.ids.astype(str).tolist() == names
+        assert (parsed.labels.tolist(), parsed.confidences.tolist()) == (labs, confs)
+        assert parsed.counts.tolist() == counts
