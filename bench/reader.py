@@ -11,7 +11,9 @@ reads them once to warm the page cache, then measures, best of `--repeats`:
   (id, int64 labels, uint8 frames [n, 1152]) — it makes no batches, so it is favoured;
 * ours with 0, 1 and 2 DataLoader worker processes over `--passes` shuffled passes
   (training mode), so that starting the workers (about 80 ms) does not dominate: the
-  scaling from 1 to 2 workers is the steady state a training run sees.
+  scaling from 1 to 2 workers is the steady state a training run sees;
+* what the machine itself allows for that work: two independent processes, each running
+  the in-process reader over the same passes side by side, against one alone.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import datetime
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,6 +79,16 @@ def best_rate(run, repeats: int) -> float:
     return max(rates)
 
 
+def side_by_side(pattern: str, batch_size: int, passes: int, processes: int) -> list[float]:
+    """videos/s of `processes` independent processes, each reading in process at once."""
+    command = [sys.executable, __file__, "--solo", pattern]
+    command += [f"--batch_size={batch_size}", f"--passes={passes}"]
+    running = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(processes)
+    ]
+    return [float(p.communicate()[0].strip().splitlines()[-1]) for p in running]
+
+
 def check_same_arrays(files: list[str]) -> None:
     peer = peer_videos(files[:1])
     for payload in list(read_records(files[0]))[:20]:
@@ -91,7 +104,11 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--passes", type=int, default=20, help="passes for the worker scaling")
+    parser.add_argument("--solo", metavar="PATTERN", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.solo:  # one of the side-by-side processes: print its rate
+        print(best_rate(lambda: ours_training(args.solo, 0, args.batch_size, args.passes), 1))
+        return
     cpu = next(
         (
             ln.split(":", 1)[1].strip()
@@ -122,6 +139,8 @@ def main() -> None:
             best_rate(lambda n=n: ours_training(pattern, n, args.batch_size, args.passes), 2)
             for n in (0, 1, 2)
         ]
+        alone = side_by_side(pattern, args.batch_size, args.passes, 1)
+        together = side_by_side(pattern, args.batch_size, args.passes, 2)
     print(f"ours, in process, files -> batches of {args.batch_size}: {rate:8.0f} videos/s")
     print(f"tfrecord package, files -> arrays:             {peer:8.0f} videos/s")
     print(f"ratio ours / tfrecord package: {rate / peer:.1f}x (target >= 5x)")
@@ -129,6 +148,11 @@ def main() -> None:
     for readers, videos_s in enumerate(scaling):
         print(f"  ours, {readers} worker process(es): {videos_s:8.0f} videos/s")
     print(f"scaling from 1 to 2 workers: {scaling[2] / scaling[1]:.2f}x of 2")
+    print(
+        f"the machine's own scaling: 2 independent in-process readers side by side "
+        f"{together[0]:.0f} + {together[1]:.0f} videos/s against {alone[0]:.0f} alone: "
+        f"{sum(together) / alone[0]:.2f}x"
+    )
 
 
 if __name__ == "__main__":
