@@ -181,15 +181,14 @@ def _top_k_of_sums(
     labels: tuple[np.ndarray, ...],
     values: tuple[np.ndarray, ...],
     starts: np.ndarray,
-    weights: np.ndarray,
     k: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sum the weighted values of equal labels per row, then rank each row.
+    """Sum the values of equal labels per row, then rank each row.
 
-    labels[f], values[f]: the pairs of file f ([P_f] int64 >= 0, float64); starts
-    [F, R + 1] int64: row r's pairs of file f are labels[f][starts[f, r] : starts[f, r + 1]];
-    weights [F]. A row sums weight * value in file order, then pair order (as the
-    original's counters added them). Label numbers above `_DENSE_LABELS` are renumbered
+    labels[f], values[f]: the pairs of file f ([P_f] int64 >= 0, float64, weighted);
+    starts [F, R + 1] int64: row r's pairs of file f are
+    labels[f][starts[f, r] : starts[f, r + 1]]. A row sums in file order, then pair order
+    (as the original's counters added them). Label numbers above `_DENSE_LABELS` are renumbered
     in order first. Returns labels [R, k] (-1 where a row has fewer than k distinct
     labels) and their sums [R, k] (-inf there), highest first, equal sums: smaller label
     first.
@@ -200,14 +199,14 @@ def _top_k_of_sums(
         names = np.unique(np.concatenate(labels))
         labels = tuple(np.searchsorted(names, part) for part in labels)
         span = names.size
-    top_labels, top_sums = _sum_and_rank(labels, values, starts, weights, k, span)
+    top_labels, top_sums = _sum_and_rank(labels, values, starts, k, span)
     if names is not None:
         top_labels[top_labels >= 0] = names[top_labels[top_labels >= 0]]
     return top_labels, top_sums
 
 
 @kernel
-def _sum_and_rank(labels, values, starts, weights, k, span):
+def _sum_and_rank(labels, values, starts, k, span):
     """`_top_k_of_sums` for labels < span: one row at a time, summed in a dense [span]
     scratch (in cache), ranked by insertion into the row's k best."""
     num_files, num_rows = starts.shape[0], starts.shape[1] - 1
@@ -219,13 +218,13 @@ def _sum_and_rank(labels, values, starts, weights, k, span):
     for row in range(num_rows):
         distinct = 0
         for file in range(num_files):
-            file_labels, file_values, weight = labels[file], values[file], weights[file]
+            file_labels, file_values = labels[file], values[file]
             for pair in range(starts[file, row], starts[file, row + 1]):
                 label = file_labels[pair]
                 touched[distinct] = label  # kept when the label is new (no branch)
                 distinct += not present[label]
                 present[label] = True
-                sums[label] += weight * file_values[pair]
+                sums[label] += file_values[pair]
         held = 0
         for i in range(distinct):
             label = touched[i]
@@ -277,7 +276,6 @@ def _average_streams(
 ) -> Iterator[tuple[Sequence[str] | np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (video ids, top labels [n, k], mean confidences [n, k]) in output order."""
     total_weight = sum(m.weight for m in models)
-    weights = np.array([m.weight for m in models])
     num_files = len(models)
     index = _VideoIndex(len(models))
     collected: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -293,9 +291,8 @@ def _average_streams(
             np.cumsum([c.pair_counts for c in chunks], axis=1, out=starts[:, 1:])
             top_labels, top_sums = _top_k_of_sums(
                 tuple(c.labels for c in chunks),
-                tuple(c.confidences for c in chunks),
+                tuple(_weighted(c, m.weight) for c, m in zip(chunks, models, strict=True)),
                 starts,
-                weights,
                 top_k,
             )
             emitted += count
@@ -318,7 +315,7 @@ def _average_streams(
     for start in range(0, remaining, lines_per_chunk):
         stop = min(start + lines_per_chunk, remaining)
         starts = np.searchsorted(video, np.arange(start, stop + 1))[None, :]
-        top_labels, top_sums = _top_k_of_sums((labels,), (values,), starts, np.ones(1), top_k)
+        top_labels, top_sums = _top_k_of_sums((labels,), (values,), starts, top_k)
         yield index.names[emitted + start : emitted + stop], top_labels, top_sums / total_weight
 
 
