@@ -26,6 +26,4 @@ def reordering_kernel(function: F) -> F:
     """`kernel` that lets the compiler reorder float comparisons (fast-math ``nnan`` and
     ``nsz``: NaN and the sign of zero may be ignored) so that a reduction runs on vector
     instructions. Only for callers that deal with NaN themselves."""
-    return numba.njit(
-        cache=True, nogil=True, boundscheck=False, fastmath={"nnan", "nsz"}, inline="always"
-    )(function)
+    return numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"nnan", "nsz"})(function)
