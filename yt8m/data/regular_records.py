@@ -113,6 +113,14 @@ def _length_field(buf, pos, end, number):
 
 
 @kernel
+def _sole_field(buf, start, stop, number):
+    """(start, stop) of the length-delimited field `number` when it fills buf[start:stop]
+    exactly; (-1, -1) otherwise."""
+    inner_start, inner_stop = _length_field(buf, start, stop, number)
+    return (inner_start, inner_stop) if inner_stop == stop else (-1, -1)
+
+
+@kernel
 def _map_entry(buf, pos, end, keys, key_starts):
     """A map entry at buf[pos:end] (key, then value, nothing else): (index of its key in
     the key table or -2 for another key, value start, value stop); index -1 when the
@@ -120,8 +128,8 @@ def _map_entry(buf, pos, end, keys, key_starts):
     key_start, key_stop = _length_field(buf, pos, end, 1)
     if key_start < 0:
         return -1, 0, 0
-    value_start, value_stop = _length_field(buf, key_stop, end, 2)
-    if value_start < 0 or value_stop != end:
+    value_start, value_stop = _sole_field(buf, key_stop, end, 2)
+    if value_start < 0:
         return -1, 0, 0
     length = key_stop - key_start
     for index in range(key_starts.size - 1):
@@ -159,8 +167,8 @@ def _labels(buf, start, stop, num_classes):
     count = 0
     if start == stop:  # a Feature with no list: no labels
         return labels[:0]
-    list_start, list_stop = _length_field(buf, start, stop, 3)
-    if list_start < 0 or list_stop != stop:
+    list_start, list_stop = _sole_field(buf, start, stop, 3)
+    if list_start < 0:
         return bad
     pos = list_start
     while pos < list_stop:
@@ -196,11 +204,9 @@ def _frame_spacing(buf, start, stop, size):
         feature_start, feature_stop = _length_field(buf, pos, stop, 1)
         if feature_start < 0:
             return -1, 0, 0
-        list_start, list_stop = _length_field(buf, feature_start, feature_stop, 1)
-        if list_start < 0 or list_stop != feature_stop:
-            return -1, 0, 0
-        value_start, value_stop = _length_field(buf, list_start, list_stop, 1)
-        if value_start < 0 or value_stop != list_stop or value_stop - value_start != size:
+        list_start, list_stop = _sole_field(buf, feature_start, feature_stop, 1)
+        value_start, value_stop = _sole_field(buf, list_start, list_stop, 1)
+        if value_start < 0 or value_stop - value_start != size:
             return -1, 0, 0
         if frames == 0:
             first = value_start
@@ -254,11 +260,9 @@ def _read(buf, keys, key_starts, sizes, num_classes):
         if key == _VIDEO_ID or key == _ID:
             if id_start >= 0:
                 return _irregular()  # both keys: the general decoder decides
-            bytes_start, bytes_stop = _length_field(buf, value_start, value_stop, 1)
-            if bytes_start < 0 or bytes_stop != value_stop:
-                return _irregular()
-            id_start, id_stop = _length_field(buf, bytes_start, bytes_stop, 1)
-            if id_start < 0 or id_stop != bytes_stop:
+            bytes_start, bytes_stop = _sole_field(buf, value_start, value_stop, 1)
+            id_start, id_stop = _sole_field(buf, bytes_start, bytes_stop, 1)
+            if id_start < 0:
                 return _irregular()
         elif key == _LABELS:
             labels = _labels(buf, value_start, value_stop, num_classes)
