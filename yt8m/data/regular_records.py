@@ -64,7 +64,7 @@ def read_regular_frame_record(
 ) -> RegularRecord | None:
     """Read one record of the regular layout (module docstring) or return None.
 
-    payload: uint8 [N]; out: uint8 [>= max_frames, sum(sizes)] (C-contiguous rows), whose
+    payload: uint8 [N]; out: uint8 [>= max_frames, sum(sizes)], whose
     rows ``[:num_frames]`` receive the frames, the features side by side in `features`
     order (nothing is written when None is returned).
     """
