@@ -1,5 +1,6 @@
 """Optimizer, learning-rate schedule and per-tensor clipping (fidelity.md §5)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,3 +93,124 @@ def test_other_tensorflow_optimizers_and_unknown_names():
         OptimizerError, match="--optimizer='AdamOptimiser'.*did you mean AdamOptimizer"
     ):
         build_optimizer(params, "AdamOptimiser", 0.1)
+
+
+# ---- the optimizers' updates, against numpy transcriptions of TensorFlow 1's kernels ----
+
+STEPS = 5
+
+
+def _gradient_kinds() -> dict[str, np.ndarray]:
+    """``[STEPS, 6]`` gradients per kind: ordinary, float noise (1e-8), zero, and mixed."""
+    rng = np.random.default_rng(0)
+    ordinary = rng.normal(size=(STEPS, 6))
+    mixed = ordinary.copy()
+    mixed[2:] = 0.0  # gradients that stop: the moments carry the update on
+    mixed[:, 0] = 1e-8
+    return {
+        "ordinary": ordinary,
+        "tiny": 1e-8 * rng.normal(size=(STEPS, 6)),
+        "zero": np.zeros((STEPS, 6)),
+        "mixed": mixed,
+    }
+
+
+LEARNING_RATES = [0.01, 0.01, 0.008, 0.008, 0.0064]  # staircase changes between steps
+
+
+def tensorflow_adam(theta, grads, lrs, beta1=0.9, beta2=0.999, epsilon=1e-8):
+    """TensorFlow 1's ApplyAdam kernel, step by step (float64)."""
+    m, v = np.zeros_like(theta), np.zeros_like(theta)
+    for t, (g, lr) in enumerate(zip(grads, lrs, strict=True), start=1):
+        alpha = lr * np.sqrt(1 - beta2**t) / (1 - beta1**t)
+        m = m + (g - m) * (1 - beta1)
+        v = v + (g * g - v) * (1 - beta2)
+        theta = theta - m * alpha / (np.sqrt(v) + epsilon)
+    return theta
+
+
+def tensorflow_adagrad(theta, grads, lrs, initial_accumulator=0.1):
+    """TensorFlow 1's ApplyAdagrad kernel: ``accum += g^2; var -= lr * g / sqrt(accum)``."""
+    accum = np.full_like(theta, initial_accumulator)
+    for g, lr in zip(grads, lrs, strict=True):
+        accum = accum + g * g
+        theta = theta - lr * g / np.sqrt(accum)
+    return theta
+
+
+def tensorflow_gradient_descent(theta, grads, lrs):
+    """TensorFlow's ApplyGradientDescent: ``var -= lr * g``."""
+    for g, lr in zip(grads, lrs, strict=True):
+        theta = theta - lr * g
+    return theta
+
+
+def _run(name: str, grads: np.ndarray, theta0: np.ndarray, resume_after: int | None = None):
+    """`STEPS` updates of `build_optimizer(name)` in float64; optionally rebuilt from its
+    state dict after `resume_after` steps, as a resumed training run is."""
+    p = torch.nn.Parameter(torch.from_numpy(theta0.copy()))
+    optimizer = build_optimizer([p], name, LEARNING_RATES[0])
+    for step, (g, lr) in enumerate(zip(grads, LEARNING_RATES, strict=True)):
+        if step == resume_after:
+            state = optimizer.state_dict()
+            optimizer = build_optimizer([p], name, lr)
+            optimizer.load_state_dict(state)
+        set_learning_rate(optimizer, lr)
+        p.grad = torch.from_numpy(g.copy())
+        optimizer.step()
+    return p.detach().numpy()
+
+
+TRANSCRIPTIONS = {
+    "AdamOptimizer": tensorflow_adam,
+    "AdagradOptimizer": tensorflow_adagrad,
+    "GradientDescentOptimizer": tensorflow_gradient_descent,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_gradient_kinds()))
+@pytest.mark.parametrize("name", sorted(TRANSCRIPTIONS))
+def test_updates_equal_tensorflows_kernels_for_five_steps(name, kind):
+    """docs/fidelity.md §5.3: each `--optimizer` applies TensorFlow's own update (Adam:
+    epsilon added to the uncorrected sqrt(v)), to 1e-7 of the distance moved."""
+    grads = _gradient_kinds()[kind]
+    theta0 = np.random.default_rng(1).normal(size=6)
+    expected = TRANSCRIPTIONS[name](theta0, grads, LEARNING_RATES) - theta0
+    np.testing.assert_allclose(_run(name, grads, theta0) - theta0, expected, rtol=1e-7, atol=0)
+    resumed = _run(name, grads, theta0, resume_after=2)
+    np.testing.assert_allclose(resumed - theta0, expected, rtol=1e-7, atol=0)
+
+
+def test_pytorchs_own_adam_moves_float_noise_by_a_large_part_of_the_learning_rate():
+    """docs/fidelity.md §8 (Adam): the difference that `AdamOptimizer` removes. A gradient
+    of float noise (1e-8) moves a weight by about half the learning rate in PyTorch's form,
+    by about 3% of it in TensorFlow's."""
+    grads = _gradient_kinds()["tiny"]
+    theta0 = np.zeros(6)
+    p = torch.nn.Parameter(torch.zeros(6, dtype=torch.float64))
+    plain = torch.optim.Adam([p], lr=0.01, eps=1e-8)
+    p.grad = torch.from_numpy(grads[0].copy())
+    plain.step()
+    pytorch_move = np.abs(p.detach().numpy()).max()
+    tensorflow_move = np.abs(tensorflow_adam(theta0, grads[:1], [0.01])).max()
+    ours = np.abs(_run("AdamOptimizer", grads, theta0)).max()
+    assert pytorch_move > 0.3 * 0.01
+    assert tensorflow_move < 0.05 * 0.01
+    assert ours < 5 * 0.05 * 0.01  # five steps of TensorFlow's size, not of PyTorch's
+
+
+def test_adam_state_of_plain_pytorch_adam_resumes_at_its_step():
+    """docs/fidelity.md §5.3: a checkpoint written before `TensorFlowAdam` (PyTorch's Adam,
+    epsilon 1e-8 in its groups) resumes with TensorFlow's epsilon for the step it is at."""
+    p = torch.nn.Parameter(torch.ones(3))
+    plain = torch.optim.Adam([p], lr=0.01, eps=1e-8, fused=True)
+    for _ in range(2):
+        p.grad = torch.ones(3)
+        plain.step()
+    resumed = build_optimizer([p], "AdamOptimizer", 0.01)
+    resumed.load_state_dict(plain.state_dict())
+    p.grad = torch.ones(3)
+    resumed.step()
+    group = resumed.param_groups[0]
+    assert group["tensorflow_steps"] == 3
+    assert group["eps"] == pytest.approx(1e-8 / (1 - 0.999**3) ** 0.5, rel=1e-12)

@@ -8,17 +8,16 @@
   scaled to L2 norm ``<= max_norm`` (TensorFlow's ``clip_by_norm`` per variable, as
   slim's ``create_train_op`` did), not one global norm over all of them.
 * ``build_optimizer(parameters, name, ...)``: ``--optimizer`` as the original's
-  TensorFlow class name. Adam keeps TensorFlow's defaults (0.9 / 0.999 / 1e-8).
-  TensorFlow adds epsilon to the un-bias-corrected ``sqrt(v)`` while PyTorch adds it
-  after the correction; with epsilon = 1e-8 the two differ only in the first few
-  steps and by far less than the update itself.
+  TensorFlow class name, each applying TensorFlow 1's own update (docs/fidelity.md §5.3):
+  Adam as `TensorFlowAdam` (epsilon added to the uncorrected ``sqrt(v)``), Adagrad with
+  accumulators from 0.1 and no epsilon, gradient descent as it is.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -70,8 +69,53 @@ def clip_per_tensor_(parameters: Iterable[torch.Tensor], max_norm: float) -> Non
         torch._foreach_mul_([g for g, _ in clipped], [s for _, s in clipped])
 
 
+class TensorFlowAdam(torch.optim.Adam):
+    """TensorFlow's AdamOptimizer computed by PyTorch's fused Adam kernel.
+
+    TensorFlow updates ``theta -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``:
+    epsilon is added to the uncorrected ``sqrt(v)``. PyTorch adds its epsilon after the
+    bias correction, ``sqrt(v) / sqrt(1 - b2^t) + eps'``; the two are the same update when
+    ``eps' = eps / sqrt(1 - b2^t)``, which `step` sets before every step (docs/fidelity.md
+    §5.3). Without it, a weight whose gradient is float noise (1e-8) moves by about half the
+    learning rate per step instead of a few hundredths of it.
+
+    ``t`` counts this optimizer's steps, as TensorFlow's shared beta powers do; every
+    parameter of this project's models has a gradient at every step, so PyTorch's per-tensor
+    step counts equal it. Both epsilons and ``t`` live in the parameter groups, so they
+    travel with ``state_dict()``; a state written by plain `torch.optim.Adam` resumes too.
+    """
+
+    def __init__(
+        self,
+        parameters: Iterable[torch.Tensor],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__(parameters, lr=lr, betas=betas, eps=eps, fused=True)
+        for group in self.param_groups:
+            group["tensorflow_eps"] = eps
+            group["tensorflow_steps"] = 0
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        for group in self.param_groups:
+            if "tensorflow_steps" not in group:  # resumed from a plain torch.optim.Adam
+                group["tensorflow_eps"] = group["eps"]
+                group["tensorflow_steps"] = self._steps_taken(group)
+            group["tensorflow_steps"] += 1
+            correction = 1.0 - group["betas"][1] ** group["tensorflow_steps"]
+            group["eps"] = group["tensorflow_eps"] / math.sqrt(correction)
+        return super().step(closure)
+
+    def _steps_taken(self, group: dict) -> int:
+        """Steps already applied to `group`, read once from PyTorch's per-tensor counts."""
+        counts = [int(self.state[p]["step"]) for p in group["params"] if "step" in self.state[p]]
+        return max(counts, default=0)
+
+
 def _adam(parameters: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
-    return torch.optim.Adam(parameters, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    return TensorFlowAdam(parameters, lr=lr, betas=(0.9, 0.999), eps=1e-8)
 
 
 def _sgd(parameters: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
@@ -79,8 +123,9 @@ def _sgd(parameters: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
 
 
 def _adagrad(parameters: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
-    # TensorFlow's AdagradOptimizer starts its accumulators at 0.1.
-    return torch.optim.Adagrad(parameters, lr=lr, initial_accumulator_value=0.1, eps=1e-10)
+    # TensorFlow 1's ApplyAdagrad: accumulators from 0.1, ``var -= lr * g / sqrt(accum)``
+    # without an epsilon (the accumulator is never below 0.1).
+    return torch.optim.Adagrad(parameters, lr=lr, initial_accumulator_value=0.1, eps=0.0)
 
 
 # `--optimizer` values: TensorFlow class names usable, as in the original, with a
