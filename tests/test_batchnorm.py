@@ -1,12 +1,15 @@
-"""--recalibrate_batch_norm: running statistics become the average over training batches."""
+"""Batch-norm statistics outside training: `--recalibrate_batch_norm` (running statistics
+become the average over training batches) and `--batch_norm_statistics` (eval/infer)."""
 
 import itertools
 
+import pytest
 import torch
 
-from yt8m.batchnorm import recalibrate_batch_norm
+from yt8m.batchnorm import batch_norm_statistics, recalibrate_batch_norm
 from yt8m.data.loader import make_loader
 from yt8m.data.synthetic import write_dataset
+from yt8m.errors import YT8MError
 from yt8m.flags import parse_flags
 from yt8m.models import build_model
 
@@ -99,3 +102,73 @@ def test_training_flag_saves_recalibrated_statistics(tmp_path):
     for key in plain:
         if "running" not in key and "num_batches" not in key:
             torch.testing.assert_close(plain[key], recal[key])
+
+
+# ---- --batch_norm_statistics=batch: the original's inference (docs/fidelity.md §6.3) ----
+
+TINY = [
+    "--num_classes=6", "--feature_sizes=8,4", "--iterations=5", "--netvlad_cluster_size=4",
+    "--netvlad_hidden_size=8", "--dbof_cluster_size=16", "--dbof_hidden_size=8",
+    "--moe_prob_gating",
+]  # fmt: skip
+MODELS_WITH_BATCH_NORM = [
+    ["--model=NetVLADModelLF", "--frame_features", "--gating"],  # input norm by channel slices
+    ["--model=NetVLADModelLF", "--frame_features", "--netvlad_relu"],  # hidden-layer norm
+    ["--model=DbofModel", "--frame_features"],
+    ["--model=GatedDbofModelLF", "--frame_features"],
+    ["--model=MoeModel"],
+]
+
+
+def _model_and_batch(argv: list[str], videos: int):
+    """A tiny model in eval mode whose moving averages differ from any one batch's
+    statistics, and a batch of `videos` videos."""
+    flags = parse_flags([*argv, *TINY])
+    torch.manual_seed(0)
+    model = build_model(flags)
+    shape = (4, 10, 12) if flags.frame_features else (4, 12)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    num_frames = torch.tensor([10, 4, 7, 1])
+    model.train()
+    with torch.no_grad():
+        for seed in range(3):
+            model(2 * x + 1, num_frames, torch.Generator().manual_seed(seed))
+    return model.eval(), x[:videos], num_frames[:videos]
+
+
+@pytest.mark.parametrize("videos", [4, 1])
+@pytest.mark.parametrize("argv", MODELS_WITH_BATCH_NORM, ids=lambda a: " ".join(a))
+def test_batch_statistics_predict_as_a_training_forward_and_keep_the_moving_averages(argv, videos):
+    """docs/fidelity.md §6.3: with `batch`, every batch norm uses the statistics of the batch
+    being predicted (the original's inference.py ran its training graph), the moving
+    averages stay as they are and nothing else changes: the predictions are those of a
+    training-mode forward over the same frames. A batch of one video works as in
+    TensorFlow (variance 0)."""
+    model, x, num_frames = _model_and_batch(argv, videos)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        moving = model(x, num_frames, torch.Generator().manual_seed(5))
+        with batch_norm_statistics(model, "batch"):
+            got = model(x, num_frames, torch.Generator().manual_seed(5))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    assert not any(m.training for m in model.modules())
+    assert all(m.track_running_stats for m in model.modules() if hasattr(m, "running_mean"))
+    model.train()
+    with torch.no_grad():
+        expected = model(x, num_frames, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(got, moving, rtol=1e-3, atol=1e-4)
+
+
+def test_moving_statistics_change_nothing_and_other_values_are_errors():
+    """docs/fidelity.md §6.3: `moving` (the default) is the original's eval.py."""
+    model, x, num_frames = _model_and_batch(MODELS_WITH_BATCH_NORM[0], 4)
+    with torch.no_grad():
+        plain = model(x, num_frames, torch.Generator().manual_seed(5))
+        with batch_norm_statistics(model, "moving"):
+            moving = model(x, num_frames, torch.Generator().manual_seed(5))
+    assert torch.equal(plain, moving)
+    with pytest.raises(YT8MError, match="--batch_norm_statistics='running'.*moving, batch"):
+        with batch_norm_statistics(model, "running"):
+            pass

@@ -25,6 +25,7 @@ from yt8m.data.features import model_inputs
 from yt8m.data.loader import make_loader
 from yt8m.data.synthetic import write_dataset
 from yt8m.data.tfrecord import RecordError
+from yt8m.distributed import init_distributed, shutdown
 from yt8m.flags import parse_flags
 from yt8m.inference import PredictionError
 from yt8m.models.registry import build_model
@@ -277,3 +278,32 @@ def test_every_record_exactly_once_under_two_processes(tiny, tmp_path):
         assert labels.tolist() == expected[vid][0].tolist(), vid
         assert abs(conf - expected[vid][1]).max() <= 1.5e-6, vid
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged.csv.gz", "single.csv"]
+
+
+def test_batch_norm_statistics_of_the_batch_predict_as_the_training_graph(tiny, tmp_path):
+    """docs/fidelity.md §6.3: `--batch_norm_statistics=batch` gives the predictions of the
+    model in training mode over the same frames (the original's inference restored its
+    training graph), and leaves the moving averages as the checkpoint has them."""
+    flags = parse_flags(tiny.args("--seed=3", "--batch_norm_statistics=batch"), "infer")
+    moving_flags = parse_flags(tiny.args("--seed=3"), "infer")
+    process = init_distributed("cpu")
+    try:
+        model, checkpoint, data_flags = inference.restore_for_prediction(flags, -1, process)
+
+        def predictions(model, flags):
+            loader = make_loader(data_flags, tiny.test, training=False)
+            return [p for _, p in inference.predict(model, loader, flags, process, "test")]
+
+        got = predictions(model, flags)
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, checkpoint.model_state[key]), key
+        moving = predictions(model, moving_flags)
+        training_graph = predictions(model.train(), moving_flags)
+    finally:
+        shutdown(process)
+    assert len(got) == len(training_graph) > 1
+    for a, b, c in zip(got, training_graph, moving, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        assert not torch.allclose(a, c, rtol=1e-3, atol=1e-4)
+    rows = infer(tiny, tmp_path / "sub.csv", "--seed=3", "--batch_norm_statistics=batch")
+    assert rows != infer(tiny, tmp_path / "moving.csv", "--seed=3")

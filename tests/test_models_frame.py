@@ -1,5 +1,5 @@
-"""Frame-level models: batch-norm statistics, recurrent lengths, gradients, initialisers
-(fidelity.md §3, §4)."""
+"""Frame-level models: batch-norm statistics, gradients, initialisers (fidelity.md §3, §4;
+the recurrent models: tests/test_models_recurrent.py)."""
 
 import math
 
@@ -124,60 +124,3 @@ def test_frame_level_logistic_averages_real_frames():
     x = x.double()
     expected = torch.stack([x[0, :3].mean(0), x[1].mean(0), torch.zeros(9, dtype=torch.float64)])
     torch.testing.assert_close(model(x, lengths), model.classifier(expected))
-
-
-# ---- recurrent models: the state after each video's last real step -------------------
-
-
-def classifier_input(model: torch.nn.Module, x, lengths, generator=None) -> torch.Tensor:
-    seen = []
-    handle = model.classifier.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
-    model(x, lengths, generator)
-    handle.remove()
-    return seen[0]
-
-
-def reference_states(rnn: torch.nn.RNNBase, frames: torch.Tensor, lstm: bool) -> torch.Tensor:
-    """Run the RNN step by step over exactly `frames` and concatenate the final states."""
-    _, state = rnn(frames.unsqueeze(0))
-    if lstm:
-        h, c = state
-        return torch.cat([t for layer in range(rnn.num_layers) for t in (c[layer, 0], h[layer, 0])])
-    return state[:, 0].reshape(-1)
-
-
-@pytest.mark.parametrize("lstm", [True, False])
-@pytest.mark.parametrize("backward", [False, True])
-def test_recurrent_state_is_taken_after_the_last_real_step(lstm, backward):
-    cls = fl.LstmModel if lstm else fl.GruModel
-    model = cls(V, 9, cells=4, layers=2, backward=backward).double()
-    x, lengths = batch([3, 10, 0, 1])
-    x = x.double()
-    x[0, 3:] = 7.0  # junk after the end must not matter
-    got = classifier_input(model, x, lengths)
-    for b, n in enumerate(lengths.tolist()):
-        if n == 0:
-            assert (got[b] == 0).all()
-            continue
-        frames = x[b, :n].flip(0) if backward else x[b, :n]
-        torch.testing.assert_close(got[b], reference_states(model.rnn, frames, lstm))
-
-
-def test_lstm_random_frames_reads_iterations_frames_up_to_the_length():
-    model = fl.LstmModel(V, 9, cells=4, layers=2, iterations=6, random_frames=True).double()
-    x, lengths = batch([3, 10])
-    x = x.double()
-    got = classifier_input(model, x, lengths, gen(2))
-    sampled = sample_frames(x, lengths, 6, random_frames=True, generator=gen(2))
-    torch.testing.assert_close(got[0], reference_states(model.rnn, sampled[0, :3], True))
-    torch.testing.assert_close(got[1], reference_states(model.rnn, sampled[1], True))
-
-
-def test_recurrent_initialisers_match_tensorflow_cells():
-    lstm = fl.LstmModel(V, 9, cells=4, layers=2).rnn
-    assert lstm.bias_ih_l0.tolist() == [0.0] * 4 + [1.0] * 4 + [0.0] * 8  # i, f, g, o
-    assert (lstm.bias_hh_l1 == 0).all()
-    assert lstm.weight_ih_l0.abs().max() <= math.sqrt(6 / (9 + 4 + 16))
-    gru = fl.GruModel(V, 9, cells=4, layers=2).rnn
-    assert gru.bias_ih_l0.tolist() == [1.0] * 8 + [0.0] * 4  # r, z gates 1, candidate 0
-    assert gru.weight_hh_l1[8:].abs().max() <= math.sqrt(6 / (4 + 4 + 4))

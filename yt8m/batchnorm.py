@@ -1,20 +1,62 @@
-"""Re-estimate batch-norm running statistics after a short training run.
+"""The statistics batch norm uses outside training.
 
-The original's batch norm keeps running statistics with a decay of 0.999 per step
-(fidelity.md §4), made for hundreds of thousands of steps: after a few hundred, the
-statistics used in evaluation are still mostly their initial values (mean 0,
-variance 1). `yt8m train --recalibrate_batch_norm=N` (off by default, so training stays
-faithful) replaces them at the end of training by their average over N training batches.
+* `batch_norm_statistics(model, "moving" | "batch")` (``--batch_norm_statistics`` of
+  ``eval`` and ``infer``, docs/fidelity.md §6.3): ``moving``, the default, normalises with
+  the moving averages, as the original's eval.py did; ``batch`` normalises every batch
+  norm with the statistics of the batch being predicted and leaves the moving averages
+  as they are, as the original's inference.py did (it restored the training graph).
+* `recalibrate_batch_norm(model, batches)`: the original's batch norm keeps running
+  statistics with a decay of 0.999 per step (fidelity.md §4), made for hundreds of
+  thousands of steps: after a few hundred, the statistics used in evaluation are still
+  mostly their initial values (mean 0, variance 1). `yt8m train --recalibrate_batch_norm=N`
+  (off by default, so training stays faithful) replaces them at the end of training by
+  their average over N training batches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from yt8m.data.features import model_inputs
+from yt8m.errors import YT8MError
+
+BATCH_NORM_STATISTICS = ("moving", "batch")
+
+
+class BatchNormStatisticsError(YT8MError, ValueError):
+    """An unknown `--batch_norm_statistics`."""
+
+
+@contextmanager
+def batch_norm_statistics(model: nn.Module, statistics: str) -> Iterator[None]:
+    """Within the block, every batch norm of `model` normalises with `statistics`.
+
+    ``"moving"``: as the model's mode says (nothing changes). ``"batch"``: each norm is put
+    in PyTorch's "batch statistics, nothing tracked" mode (``training=True``,
+    ``track_running_stats=False``): the statistics of its input batch, running statistics
+    neither used nor updated. Nothing else of the model changes (frame sampling keeps the
+    model's mode); every flag is restored on leaving. Raises `BatchNormStatisticsError`
+    for another value.
+    """
+    if statistics not in BATCH_NORM_STATISTICS:
+        raise BatchNormStatisticsError(
+            f"--batch_norm_statistics={statistics!r}: choose one of "
+            f"{', '.join(BATCH_NORM_STATISTICS)}"
+        )
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(norm.training, norm.track_running_stats) for norm in norms]
+    if statistics == "batch":
+        for norm in norms:
+            norm.training, norm.track_running_stats = True, False
+    try:
+        yield
+    finally:
+        for norm, (training, track) in zip(norms, saved, strict=True):
+            norm.training, norm.track_running_stats = training, track
 
 
 def recalibrate_batch_norm(

@@ -180,6 +180,7 @@ def _report(flags: Flags, result: dict[str, Any]) -> None:
         "top_k": flags.top_k,
         "label_loss": flags.label_loss,
         "deterministic_sampling": flags.deterministic_sampling,
+        "batch_norm_statistics": flags.batch_norm_statistics,
         "seed": flags.seed,
     }
     with atomic_output(directory / f"eval-{step}.json") as out:

@@ -155,6 +155,13 @@ class Flags:
     top_k: int = _flag(20, "Predictions kept per video.", "eval")
     check_point: int = _flag(-1, "Checkpoint step to load (-1: latest).", "eval")
     eval_poll_secs: float = _flag(60.0, "Seconds between looks for new checkpoints (new).", "eval")
+    # ---- batch-norm statistics of eval and infer (yt8m/batchnorm.py) ----
+    batch_norm_statistics: str = _flag(
+        "moving",
+        "Batch-norm statistics in eval/infer: moving (the moving averages, as the original's "
+        "eval.py) or batch (each predicted batch's own, as the original's inference.py) (new).",
+        "eval",
+    )
 
     # ---- inference --------------------------------------------------------
     output_file: str = _flag("", "Submission CSV to write (.gz compresses).", "inference")

@@ -34,6 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from yt8m.atomic import atomic_output
+from yt8m.batchnorm import batch_norm_statistics
 from yt8m.checkpoint import Checkpoint, restore_model
 from yt8m.data.features import model_inputs
 from yt8m.data.loader import make_loader
@@ -141,7 +142,8 @@ def predict(
 
     probabilities: float32 ``[B, num_classes]`` on the process's device. Frames are
     sampled from one generator seeded by ``--seed`` and the rank, so a run is
-    repeatable. A progress bar on rank 0 shows its videos/s.
+    repeatable; batch norms use ``--batch_norm_statistics`` (`yt8m.batchnorm`). A progress
+    bar on rank 0 shows its videos/s.
     """
     device = process.device
     generator = torch.Generator(device=device)
@@ -156,7 +158,7 @@ def predict(
     with progress:
         for batch in loader:
             # Not across the `yield`: an abandoned generator must not leave the mode on.
-            with torch.inference_mode():
+            with torch.inference_mode(), batch_norm_statistics(model, flags.batch_norm_statistics):
                 num_frames = batch["num_frames"].to(device, non_blocking=True)
                 inputs = model_inputs(batch["inputs"].to(device, non_blocking=True), num_frames)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=flags.amp):

@@ -15,11 +15,7 @@ import torch
 from torch import nn
 
 from yt8m.errors import YT8MError
-from yt8m.models.layers import batch_norm, glorot_uniform_, normal_parameter
-
-
-def _glorot_parameter(fan_in: int, fan_out: int) -> nn.Parameter:
-    return nn.Parameter(glorot_uniform_(torch.empty(fan_in, fan_out), fan_in, fan_out))
+from yt8m.models.layers import batch_norm, glorot_parameter, normal_parameter
 
 
 def _squared_norms(weights: list[torch.Tensor]) -> torch.Tensor:
@@ -31,7 +27,7 @@ class Logistic(nn.Module):
 
     def __init__(self, input_size: int, num_classes: int, l2_penalty: float = 1e-8) -> None:
         super().__init__()
-        self.weight = _glorot_parameter(input_size, num_classes)
+        self.weight = glorot_parameter(input_size, num_classes)
         self.bias = nn.Parameter(torch.zeros(num_classes))
         self.l2_penalty = l2_penalty
 
@@ -84,13 +80,13 @@ class MoE(nn.Module):
         if low_rank_gating > 0:
             self.gate_weights = nn.ParameterList(
                 [
-                    _glorot_parameter(input_size, low_rank_gating),
-                    _glorot_parameter(low_rank_gating, gate_columns),
+                    glorot_parameter(input_size, low_rank_gating),
+                    glorot_parameter(low_rank_gating, gate_columns),
                 ]
             )
         else:
-            self.gate_weights = nn.ParameterList([_glorot_parameter(input_size, gate_columns)])
-        self.expert_weights = _glorot_parameter(input_size, num_classes * num_mixtures)
+            self.gate_weights = nn.ParameterList([glorot_parameter(input_size, gate_columns)])
+        self.expert_weights = glorot_parameter(input_size, num_classes * num_mixtures)
         self.expert_bias = nn.Parameter(torch.zeros(num_classes * num_mixtures))
         self.num_classes = num_classes
         self.num_mixtures = num_mixtures

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from yt8m.errors import YT8MError
 from yt8m.models.classifiers import ClassifierSpec, Logistic
 from yt8m.models.gating import ContextGating
-from yt8m.models.layers import HiddenLayer, batch_norm, glorot_uniform_
+from yt8m.models.layers import HiddenLayer, batch_norm
 from yt8m.models.pooling import (
     ClusterLogits,
     DBoF,
@@ -35,7 +35,7 @@ from yt8m.models.pooling import (
     NetVLAGD,
     SoftDBoF,
 )
-from yt8m.models.recurrent import final_states
+from yt8m.models.recurrent import BasicLSTMCell, GRUCell, StackedRNN
 from yt8m.models.sampling import gather_frames, sample_indices
 
 MOE = ClassifierSpec()  # the original's default --video_level_classifier_model
@@ -130,22 +130,9 @@ class PoolingModel(FrameLevelModel):
         branch on its own equals normalising all channels (statistics over all B*N
         sampled frames) and slicing, without a full-width copy or gradient."""
         x = gather_frames(inputs, index, start, stop)
-        norm = self.input_norm
-        if norm is None:
+        if self.input_norm is None:
             return x
-        if self.training and start == 0:
-            norm.num_batches_tracked.add_(1)
-        out = F.batch_norm(
-            x.view(-1, stop - start),
-            norm.running_mean[start:stop],
-            norm.running_var[start:stop],
-            norm.weight[start:stop],
-            norm.bias[start:stop],
-            self.training,
-            norm.momentum,
-            norm.eps,
-        )
-        return out.view(x.shape)
+        return self.input_norm.normalize(x.view(-1, stop - start), start, stop).view(x.shape)
 
     def forward(
         self,
@@ -443,12 +430,13 @@ def reverse_sequences(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class RecurrentModel(FrameLevelModel):
-    """A stack of recurrent layers reading each video up to its length; the final states
-    of every layer, concatenated, feed the classifier."""
+    """A stack of TensorFlow's recurrent cells reading each video up to its length; the
+    stack's final state (every layer's, concatenated as the original's) feeds the
+    classifier (docs/fidelity.md §4.4)."""
 
     def __init__(
         self,
-        rnn: nn.RNNBase,
+        rnn: StackedRNN,
         state_size: int,
         num_classes: int,
         iterations: int,
@@ -461,9 +449,6 @@ class RecurrentModel(FrameLevelModel):
         self.random_frames = random_frames
         self.backward = backward
         self.classifier = classifier.build(state_size, num_classes)
-
-    def final_states(self, state: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
-        raise NotImplementedError
 
     def forward(
         self,
@@ -479,29 +464,23 @@ class RecurrentModel(FrameLevelModel):
         if self.backward:
             x = reverse_sequences(x, lengths)
         # A video with no frame keeps the zero initial state, as TensorFlow's dynamic_rnn.
-        representation = self.final_states(final_states(self.rnn, x, lengths))
-        return self.classifier(representation)
+        return self.classifier(self.rnn(x, lengths))
 
 
-def _layer_sizes(rnn: nn.RNNBase) -> list[tuple[int, int]]:
-    """``(input size, hidden size)`` of each layer."""
-    return [
-        (rnn.input_size if layer == 0 else rnn.hidden_size, rnn.hidden_size)
-        for layer in range(rnn.num_layers)
-    ]
+def _layer_inputs(feature_size: int, cells: int, layers: int) -> list[int]:
+    """The input size of each layer: the features, then the layer below's cells."""
+    return [feature_size] + [cells] * (layers - 1)
 
 
 class LstmModel(RecurrentModel):
-    """WILLOW's LSTM: `layers` x `cells` LSTM, forget-gate bias +1, representation the
-    concatenated final states ``[c1, h1, c2, h2, ...]`` (2 * layers * cells).
+    """WILLOW's LSTM: `layers` x `cells` TensorFlow BasicLSTMCells (forget bias +1.0, a
+    constant), representation the concatenated final states ``[c1, h1, c2, h2, ...]``
+    (2 * layers * cells).
 
     With ``random_frames`` (``--lstm_random_sequence``) it reads `iterations` random
-    frames, else all rows; each video is read up to ``min(num_frames, rows)``.
-    TensorFlow's BasicLSTMCell has one bias per layer; PyTorch's LSTM a second one
-    (bias_hh, kept at 0 initially): +4*cells trainable parameters per layer (the seed's
-    2 x 1024 LSTM: 113,902,808 in TensorFlow, 113,911,000 here). The kernels are Glorot
-    uniform over TensorFlow's ``[in + cells, 4 cells]`` kernel shape; the +1 forget bias is
-    bias_ih's initial value (TensorFlow adds a constant 1 to a zero bias: same function).
+    frames, else all rows; each video is read up to ``min(num_frames, rows)``. Parameters:
+    per layer one kernel ``[in + cells, 4 cells]`` and one bias ``[4 cells]`` (the seed's
+    2 x 1024 LSTM: 113,902,808 with the MoE, as the original).
     """
 
     def __init__(
@@ -516,34 +495,24 @@ class LstmModel(RecurrentModel):
         backward: bool = False,
         classifier: ClassifierSpec = MOE,
     ) -> None:
-        rnn = nn.LSTM(feature_size, cells, num_layers=layers, batch_first=True)
+        rnn = StackedRNN(
+            [BasicLSTMCell(size, cells) for size in _layer_inputs(feature_size, cells, layers)]
+        )
         super().__init__(
             rnn, 2 * layers * cells, num_classes, iterations, random_frames, backward, classifier
         )
-        for layer, (size, hidden) in enumerate(_layer_sizes(rnn)):
-            for name in ("weight_ih", "weight_hh"):
-                glorot_uniform_(getattr(rnn, f"{name}_l{layer}"), size + hidden, 4 * hidden)
-            with torch.no_grad():
-                getattr(rnn, f"bias_hh_l{layer}").zero_()
-                bias = getattr(rnn, f"bias_ih_l{layer}").zero_()
-                bias[hidden : 2 * hidden] = 1.0  # PyTorch's gate order: i, f, g, o
-
-    def final_states(self, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        h, c = state  # [layers, B, cells] each
-        return torch.stack([c, h], dim=1).permute(2, 0, 1, 3).reshape(h.shape[1], -1)
 
 
 class GruModel(RecurrentModel):
-    """WILLOW's GRU: `layers` x `cells` GRU, representation ``[h1, h2, ...]`` (layers * cells).
+    """WILLOW's GRU: `layers` x `cells` TensorFlow GRUCells (the reset gate applied to the
+    state before the recurrent product; gate biases 1.0 initially), representation
+    ``[h1, h2, ...]`` (layers * cells).
 
     With ``random_frames`` (``--gru_random_sequence``) it reads `iterations` random
     frames, else all rows (the seed's GRU: all 300); each video is read up to its length.
-    Differences from TensorFlow's GRUCell, accepted by fidelity.md §7: PyTorch applies
-    the reset gate after the candidate's recurrent matmul (``r * (W h + b)`` instead of
-    ``W (r * h)``), and carries a second bias (bias_hh, initially 0): +3*cells trainable
-    parameters per layer (the seed's 2 x 1200 GRU: 73,715,832 in TensorFlow, 73,723,032
-    here). Initialisation as TensorFlow's: Glorot uniform over the ``[in + cells, 2 cells]``
-    gate and ``[in + cells, cells]`` candidate kernels, gate biases 1, candidate bias 0.
+    Parameters: per layer a gates kernel ``[in + cells, 2 cells]`` and bias, a candidate
+    kernel ``[in + cells, cells]`` and bias (the seed's 2 x 1200 GRU: 73,715,832 with the
+    MoE, as the original).
     """
 
     def __init__(
@@ -558,19 +527,9 @@ class GruModel(RecurrentModel):
         backward: bool = False,
         classifier: ClassifierSpec = MOE,
     ) -> None:
-        rnn = nn.GRU(feature_size, cells, num_layers=layers, batch_first=True)
+        rnn = StackedRNN(
+            [GRUCell(size, cells) for size in _layer_inputs(feature_size, cells, layers)]
+        )
         super().__init__(
             rnn, layers * cells, num_classes, iterations, random_frames, backward, classifier
         )
-        for layer, (size, hidden) in enumerate(_layer_sizes(rnn)):
-            for name in ("weight_ih", "weight_hh"):
-                weight = getattr(rnn, f"{name}_l{layer}")  # rows: r, z (gates), n (candidate)
-                glorot_uniform_(weight[: 2 * hidden], size + hidden, 2 * hidden)
-                glorot_uniform_(weight[2 * hidden :], size + hidden, hidden)
-            with torch.no_grad():
-                getattr(rnn, f"bias_hh_l{layer}").zero_()
-                bias = getattr(rnn, f"bias_ih_l{layer}").zero_()
-                bias[: 2 * hidden] = 1.0
-
-    def final_states(self, state: torch.Tensor) -> torch.Tensor:
-        return state.permute(1, 0, 2).reshape(state.shape[1], -1)

@@ -16,9 +16,40 @@ BN_EPS = 1e-3
 L2_EPS = 1e-12
 
 
-def batch_norm(num_features: int) -> nn.BatchNorm1d:
+class BatchNorm(nn.BatchNorm1d):
+    """`nn.BatchNorm1d` (same state dict, same modes) that also normalises a batch of one
+    row, as TensorFlow does (variance 0) where PyTorch's refuses it in training mode, and
+    that can normalise a slice of its channels (`normalize`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalize(x)
+
+    def normalize(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Channels ``start:stop`` of this norm applied to ``x [N, stop - start]``, as
+        ``norm(full)[:, start:stop]`` would give them (statistics per channel). Modes as
+        `nn.BatchNorm1d`: training mode normalises with the batch's statistics and, with
+        ``track_running_stats``, updates the running ones (the batch counted by the call
+        that starts at channel 0); evaluation mode uses the running statistics."""
+        stop = self.num_features if stop is None else stop
+        if self.training and self.track_running_stats and start == 0:
+            self.num_batches_tracked.add_(1)
+        running = not self.training or self.track_running_stats
+        return torch.batch_norm(
+            x,
+            self.weight[start:stop],
+            self.bias[start:stop],
+            self.running_mean[start:stop] if running else None,
+            self.running_var[start:stop] if running else None,
+            self.training,
+            self.momentum,
+            self.eps,
+            torch.backends.cudnn.enabled,
+        )
+
+
+def batch_norm(num_features: int) -> BatchNorm:
     """slim's batch norm (center and scale on) over the last dimension of a 2-D input."""
-    return nn.BatchNorm1d(num_features, eps=BN_EPS, momentum=BN_MOMENTUM, affine=True)
+    return BatchNorm(num_features, eps=BN_EPS, momentum=BN_MOMENTUM, affine=True)
 
 
 def l2_normalize(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -37,6 +68,11 @@ def glorot_uniform_(tensor: torch.Tensor, fan_in: int, fan_out: int) -> torch.Te
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     with torch.no_grad():
         return tensor.uniform_(-limit, limit)
+
+
+def glorot_parameter(fan_in: int, fan_out: int) -> nn.Parameter:
+    """A ``[fan_in, fan_out]`` parameter, Glorot uniform (TensorFlow's default for a kernel)."""
+    return nn.Parameter(glorot_uniform_(torch.empty(fan_in, fan_out), fan_in, fan_out))
 
 
 def count_trainable_parameters(module: nn.Module) -> int:

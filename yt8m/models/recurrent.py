@@ -1,75 +1,175 @@
-"""Final states of a PyTorch GRU/LSTM over variable-length videos, fast on the CPU.
+"""The original's recurrent layers: TensorFlow's cells, stacked and run over variable lengths.
 
-PyTorch's CPU recurrent layers (packed or not) spend most of their backward pass on
-per-step slices of the whole input: every step's gradient is scattered into a full-size
-zero tensor. `final_states` computes the same function with the same parameters
-(`weight_ih_l{k}`, `weight_hh_l{k}`, `bias_ih_l{k}`, `bias_hh_l{k}`, PyTorch's gate
-order and equations) but projects the inputs of all steps with one matrix product and
-walks the steps over a list of views, which makes the training step tens of times
-faster on a CPU. On a GPU, cuDNN's packed kernels are used instead.
+The original builds ``tf.contrib.rnn.MultiRNNCell([cell] * layers, state_is_tuple=False)``
+and runs it with ``tf.nn.dynamic_rnn(..., sequence_length=num_frames)`` (docs/fidelity.md
+§4.4). The cells here are TensorFlow's, parameter for parameter:
 
-The state kept for each video is the one after its last real step (fidelity.md §3:
-``sequence_length = num_frames``); a video of length 0 keeps the zero initial state.
+* `BasicLSTMCell` (``forget_bias=1.0``): ``[i, j, f, o] = [x, h] @ kernel + bias``,
+  ``c' = c * sigmoid(f + 1) + sigmoid(i) * tanh(j)``, ``h' = tanh(c') * sigmoid(o)``;
+  state ``[c, h]``. The 1.0 is a constant, not a trained bias.
+* `GRUCell`: ``[r, u] = sigmoid([x, h] @ gates_kernel + gates_bias)`` (gates bias 1.0
+  initially), ``c = tanh([x, r * h] @ candidate_kernel + candidate_bias)``,
+  ``h' = u * h + (1 - u) * c``: the reset gate multiplies the state *before* the
+  recurrent product (PyTorch's and cuDNN's GRU multiply after it, another function).
+
+Each kernel is one tensor of TensorFlow's shape ``[input + cells, gates * cells]`` (input
+rows first) and each bias another, so the parameters are the original's variables one for
+one: their number, their initialisation (Glorot uniform over the whole kernel) and the
+per-variable gradient clipping of training (`yt8m.optim.clip_per_tensor_`) are the
+original's.
+
+`StackedRNN` walks the steps itself on every device: the inputs of all steps go through
+one matrix product per kernel, then each step costs one product per kernel with the state
+(the reason the CPU training step is tens of times faster than PyTorch's packed layers,
+whose backward scatters every step into a full-size zero tensor). The state kept for a
+video is the one after its last real step; a video of length 0 keeps the zero initial state.
+Under autocast the layers compute in float32 (the state passes through up to 300 steps;
+bfloat16 would round it at every one); their matrix products follow PyTorch's float32
+settings, so TF32 is off unless the caller enables it. On the CPU the steps after every
+video's end are skipped (one read of the lengths); on other devices every row is walked and
+nothing waits for the device.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+
+from yt8m.errors import YT8MError
+from yt8m.models.layers import glorot_parameter
+
+State = tuple[torch.Tensor, ...]
 
 
-def final_states(
-    rnn: nn.GRU | nn.LSTM, x: torch.Tensor, lengths: torch.Tensor
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """The state of every layer after each video's last real step, as `rnn` returns it.
+class RecurrentCheckpointError(YT8MError):
+    """A GRU/LSTM checkpoint written with PyTorch's layers, before the TensorFlow cells."""
 
-    x: ``[B, T, D]`` (batch first); lengths: int64 ``[B]`` in ``[0, T]``.
-    Returns ``h [layers, B, H]`` for a GRU, ``(h, c)`` each ``[layers, B, H]`` for an LSTM.
+
+class BasicLSTMCell(nn.Module):
+    """TensorFlow's BasicLSTMCell(forget_bias=1.0, state_is_tuple=False).
+
+    kernel ``[input_size + cells, 4 cells]`` (gates i, j, f, o), bias ``[4 cells]`` (zeros).
+    State ``(c, h)``, each ``[B, cells]``; TensorFlow's concatenated state is ``[c, h]``.
     """
-    if x.is_cuda:
-        packed = pack_padded_sequence(
-            x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
+
+    def __init__(self, input_size: int, cells: int) -> None:
+        super().__init__()
+        self.input_size, self.cells = input_size, cells
+        self.kernel = glorot_parameter(input_size + cells, 4 * cells)
+        self.bias = nn.Parameter(torch.zeros(4 * cells))
+        forget = torch.zeros(4 * cells)
+        forget[2 * cells : 3 * cells] = 1.0  # the constant forget bias, added to f
+        self.register_buffer("forget_bias", forget, persistent=False)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``x [N, input_size]`` -> ``x @ kernel[:input] + bias + forget [N, 4 cells]``."""
+        return (torch.addmm(self.bias + self.forget_bias, x, self.kernel[: self.input_size]),)
+
+    def recurrent_kernels(self) -> tuple[torch.Tensor, ...]:
+        """The state's rows of the kernel ``[cells, 4 cells]`` (a view)."""
+        return (self.kernel[self.input_size :],)
+
+    def initial_state(self, like: torch.Tensor) -> State:
+        zeros = like.new_zeros(like.shape[0], self.cells)
+        return zeros, zeros
+
+    def step(
+        self, projected: tuple[torch.Tensor, ...], state: State, kernels: tuple[torch.Tensor, ...]
+    ) -> State:
+        """One step from the projected input ``[B, 4 cells]`` and ``(c, h)``: ``(c', h')``."""
+        c, h = state
+        gates = torch.addmm(projected[0], h, kernels[0])
+        i, j, f, o = gates.chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(j)
+        return c, torch.tanh(c) * torch.sigmoid(o)
+
+
+class GRUCell(nn.Module):
+    """TensorFlow's GRUCell.
+
+    gates_kernel ``[input_size + cells, 2 cells]`` (r, u), gates_bias ``[2 cells]`` (ones),
+    candidate_kernel ``[input_size + cells, cells]``, candidate_bias ``[cells]`` (zeros).
+    State ``(h,)``, ``[B, cells]``.
+    """
+
+    def __init__(self, input_size: int, cells: int) -> None:
+        super().__init__()
+        self.input_size, self.cells = input_size, cells
+        self.gates_kernel = glorot_parameter(input_size + cells, 2 * cells)
+        self.gates_bias = nn.Parameter(torch.ones(2 * cells))
+        self.candidate_kernel = glorot_parameter(input_size + cells, cells)
+        self.candidate_bias = nn.Parameter(torch.zeros(cells))
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``x [N, input_size]`` -> the input's share of the gates and of the candidate."""
+        rows = self.input_size
+        return (
+            torch.addmm(self.gates_bias, x, self.gates_kernel[:rows]),
+            torch.addmm(self.candidate_bias, x, self.candidate_kernel[:rows]),
         )
-        _, state = rnn(packed)
-        if isinstance(state, tuple):
-            return tuple(s * (lengths > 0).view(1, -1, 1).to(s.dtype) for s in state)
-        return state * (lengths > 0).view(1, -1, 1).to(state.dtype)
-    is_lstm = isinstance(rnn, nn.LSTM)
-    x = x[:, : max(int(lengths.max()), 1)]  # steps after every video's end change nothing
-    batch, steps = x.shape[0], x.shape[1]
-    last = (lengths.clamp(1, max(steps, 1)) - 1).view(1, batch, 1)
-    has_frames = (lengths > 0).view(batch, 1).to(x.dtype)
-    hidden_states, cell_states = [], []
-    layer_input = x
-    for layer in range(rnn.num_layers):
-        weight_ih = getattr(rnn, f"weight_ih_l{layer}")
-        weight_hh = getattr(rnn, f"weight_hh_l{layer}")
-        bias_ih = getattr(rnn, f"bias_ih_l{layer}")
-        bias_hh = getattr(rnn, f"bias_hh_l{layer}")
-        projected = torch.addmm(bias_ih, layer_input.reshape(batch * steps, -1), weight_ih.t())
-        step_inputs = projected.view(batch, steps, -1).unbind(1)
-        h = x.new_zeros(batch, rnn.hidden_size)
-        c = x.new_zeros(batch, rnn.hidden_size)
-        outputs, cells = [], []
-        for step_input in step_inputs:
-            recurrent = torch.addmm(bias_hh, h, weight_hh.t())
-            if is_lstm:
-                h, c = _lstm_step(step_input, recurrent, c)
-                cells.append(c)
-            else:
-                h = _gru_step(step_input, recurrent, h)
-            outputs.append(h)
-        layer_output = (
-            torch.stack(outputs, 0) if outputs else x.new_zeros(1, batch, rnn.hidden_size)
-        )
-        hidden_states.append(_at_last_step(layer_output, last) * has_frames)
-        if is_lstm:
-            cell_output = torch.stack(cells, 0) if cells else layer_output
-            cell_states.append(_at_last_step(cell_output, last) * has_frames)
-        layer_input = layer_output.transpose(0, 1)
-    h_n = torch.stack(hidden_states, 0)
-    return (h_n, torch.stack(cell_states, 0)) if is_lstm else h_n
+
+    def recurrent_kernels(self) -> tuple[torch.Tensor, ...]:
+        """The state's rows of both kernels, ``[cells, 2 cells]`` and ``[cells, cells]``."""
+        return self.gates_kernel[self.input_size :], self.candidate_kernel[self.input_size :]
+
+    def initial_state(self, like: torch.Tensor) -> State:
+        return (like.new_zeros(like.shape[0], self.cells),)
+
+    def step(
+        self, projected: tuple[torch.Tensor, ...], state: State, kernels: tuple[torch.Tensor, ...]
+    ) -> State:
+        """One step from the projected inputs ``([B, 2 cells], [B, cells])`` and ``(h,)``."""
+        (h,) = state
+        gates = torch.sigmoid(torch.addmm(projected[0], h, kernels[0]))
+        reset, update = gates.chunk(2, 1)
+        candidate = torch.tanh(torch.addmm(projected[1], reset * h, kernels[1]))
+        return (candidate + update * (h - candidate),)
+
+
+class StackedRNN(nn.Module):
+    """``MultiRNNCell(cells, state_is_tuple=False)`` run by ``dynamic_rnn`` with lengths.
+
+    ``forward(x [B, T, D], lengths int64 [B] in [0, T]) -> [B, state size]``: the final
+    state of every layer after each video's last real step, concatenated in layer order
+    (LSTM: ``[c1, h1, c2, h2, ...]``; GRU: ``[h1, h2, ...]``), as the original's state.
+    """
+
+    def __init__(self, cells: list[nn.Module]) -> None:
+        super().__init__()
+        self.cells = nn.ModuleList(cells)
+        self.register_load_state_dict_pre_hook(_refuse_pytorch_layers)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self._final_states(x, lengths)
+
+    def _final_states(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu":  # steps after every video's end change nothing
+            x = x[:, : max(int(lengths.max()), 1)]
+        batch, steps = x.shape[0], x.shape[1]
+        last = (lengths.clamp(1, steps) - 1).view(1, batch, 1)
+        has_frames = (lengths > 0).view(batch, 1).to(x.dtype)
+        finals = []
+        layer_input, time_major = x.reshape(batch * steps, -1), False
+        for cell in self.cells:
+            per_step = [
+                p.view(steps, batch, -1).unbind(0)
+                if time_major
+                else p.view(batch, steps, -1).unbind(1)
+                for p in cell.project(layer_input)
+            ]
+            # One view of the recurrent rows per layer: one gradient for all steps, not a
+            # full-size kernel gradient per step.
+            kernels = cell.recurrent_kernels()
+            state = cell.initial_state(x)
+            states = []
+            for projected in zip(*per_step, strict=True):
+                state = cell.step(projected, state, kernels)
+                states.append(state)
+            stacked = [torch.stack(part, 0) for part in zip(*states, strict=True)]  # [T, B, H]
+            finals += [_at_last_step(part, last) * has_frames for part in stacked]
+            layer_input, time_major = stacked[-1].view(steps * batch, -1), True  # h of each step
+        return torch.cat(finals, 1)
 
 
 def _at_last_step(per_step: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
@@ -78,22 +178,20 @@ def _at_last_step(per_step: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     return per_step.gather(0, index).squeeze(0)
 
 
-def _gru_step(step_input: torch.Tensor, recurrent: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """PyTorch's GRU cell: gates r, z and candidate n from the two projections."""
-    input_r, input_z, input_n = step_input.chunk(3, 1)
-    hidden_r, hidden_z, hidden_n = recurrent.chunk(3, 1)
-    reset = torch.sigmoid(input_r + hidden_r)
-    update = torch.sigmoid(input_z + hidden_z)
-    candidate = torch.tanh(input_n + reset * hidden_n)
-    return candidate + update * (h - candidate)
-
-
-def _lstm_step(
-    step_input: torch.Tensor, recurrent: torch.Tensor, c: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """PyTorch's LSTM cell: gates i, f, g, o from the summed projections."""
-    gates = step_input + recurrent
-    input_gate, forget_gate, cell_gate, output_gate = gates.chunk(4, 1)
-    c = torch.sigmoid(forget_gate) * c + torch.sigmoid(input_gate) * torch.tanh(cell_gate)
-    h = torch.sigmoid(output_gate) * torch.tanh(c)
-    return h, c
+def _refuse_pytorch_layers(
+    module: nn.Module, state_dict: dict, prefix: str, *_: object, **__: object
+) -> None:
+    """A state dict with PyTorch's nn.GRU/nn.LSTM tensors is one written before the
+    TensorFlow cells: its parameters are not the original's (two biases per gate, and for
+    the GRU another function), so it is refused with the reason rather than a key list."""
+    old = sorted(
+        k for k in state_dict if k.startswith(prefix) and not k.startswith(prefix + "cells.")
+    )
+    if old:
+        raise RecurrentCheckpointError(
+            f"the checkpoint's recurrent layers are PyTorch's ({old[0]} and {len(old) - 1} "
+            "more tensors): it was written before GruModel and LstmModel became TensorFlow's "
+            "GRUCell and BasicLSTMCell (one kernel and one bias per gate, the original's GRU "
+            "function; docs/fidelity.md §4.4) and cannot be loaded; train the model again "
+            "(yt8m train --start_new_model)"
+        )
