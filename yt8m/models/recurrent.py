@@ -39,6 +39,7 @@ from yt8m.errors import YT8MError
 from yt8m.models.layers import glorot_parameter
 
 State = tuple[torch.Tensor, ...]
+Kernels = tuple[torch.Tensor, ...]  # views of rows of a cell's kernels, one per kernel
 
 
 class RecurrentCheckpointError(YT8MError):
@@ -61,24 +62,23 @@ class BasicLSTMCell(nn.Module):
         forget[2 * cells : 3 * cells] = 1.0  # the constant forget bias, added to f
         self.register_buffer("forget_bias", forget, persistent=False)
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``x [N, input_size]`` -> ``x @ kernel[:input] + bias + forget [N, 4 cells]``."""
-        return (torch.addmm(self.bias + self.forget_bias, x, self.kernel[: self.input_size]),)
+    def kernels(self) -> tuple[Kernels, Kernels]:
+        """The kernel's input rows ``[input_size, 4 cells]`` and state rows ``[cells, 4 cells]``."""
+        input_rows, state_rows = self.kernel.split([self.input_size, self.cells])
+        return (input_rows,), (state_rows,)
 
-    def recurrent_kernels(self) -> tuple[torch.Tensor, ...]:
-        """The state's rows of the kernel ``[cells, 4 cells]`` (a view)."""
-        return (self.kernel[self.input_size :],)
+    def project(self, x: torch.Tensor, input_rows: Kernels) -> tuple[torch.Tensor, ...]:
+        """``x [N, input_size]`` -> ``x @ input rows + bias + forget [N, 4 cells]``."""
+        return (torch.addmm(self.bias + self.forget_bias, x, input_rows[0]),)
 
     def initial_state(self, like: torch.Tensor) -> State:
         zeros = like.new_zeros(like.shape[0], self.cells)
         return zeros, zeros
 
-    def step(
-        self, projected: tuple[torch.Tensor, ...], state: State, kernels: tuple[torch.Tensor, ...]
-    ) -> State:
+    def step(self, projected: tuple[torch.Tensor, ...], state: State, state_rows: Kernels) -> State:
         """One step from the projected input ``[B, 4 cells]`` and ``(c, h)``: ``(c', h')``."""
         c, h = state
-        gates = torch.addmm(projected[0], h, kernels[0])
+        gates = torch.addmm(projected[0], h, state_rows[0])
         i, j, f, o = gates.chunk(4, 1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(j)
         return c, torch.tanh(c) * torch.sigmoid(o)
@@ -100,29 +100,29 @@ class GRUCell(nn.Module):
         self.candidate_kernel = glorot_parameter(input_size + cells, cells)
         self.candidate_bias = nn.Parameter(torch.zeros(cells))
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``x [N, input_size]`` -> the input's share of the gates and of the candidate."""
-        rows = self.input_size
-        return (
-            torch.addmm(self.gates_bias, x, self.gates_kernel[:rows]),
-            torch.addmm(self.candidate_bias, x, self.candidate_kernel[:rows]),
-        )
+    def kernels(self) -> tuple[Kernels, Kernels]:
+        """Both kernels' input rows, then both kernels' state rows."""
+        sizes = [self.input_size, self.cells]
+        gates_input, gates_state = self.gates_kernel.split(sizes)
+        candidate_input, candidate_state = self.candidate_kernel.split(sizes)
+        return (gates_input, candidate_input), (gates_state, candidate_state)
 
-    def recurrent_kernels(self) -> tuple[torch.Tensor, ...]:
-        """The state's rows of both kernels, ``[cells, 2 cells]`` and ``[cells, cells]``."""
-        return self.gates_kernel[self.input_size :], self.candidate_kernel[self.input_size :]
+    def project(self, x: torch.Tensor, input_rows: Kernels) -> tuple[torch.Tensor, ...]:
+        """``x [N, input_size]`` -> the input's share of the gates and of the candidate."""
+        return (
+            torch.addmm(self.gates_bias, x, input_rows[0]),
+            torch.addmm(self.candidate_bias, x, input_rows[1]),
+        )
 
     def initial_state(self, like: torch.Tensor) -> State:
         return (like.new_zeros(like.shape[0], self.cells),)
 
-    def step(
-        self, projected: tuple[torch.Tensor, ...], state: State, kernels: tuple[torch.Tensor, ...]
-    ) -> State:
+    def step(self, projected: tuple[torch.Tensor, ...], state: State, state_rows: Kernels) -> State:
         """One step from the projected inputs ``([B, 2 cells], [B, cells])`` and ``(h,)``."""
         (h,) = state
-        gates = torch.sigmoid(torch.addmm(projected[0], h, kernels[0]))
+        gates = torch.sigmoid(torch.addmm(projected[0], h, state_rows[0]))
         reset, update = gates.chunk(2, 1)
-        candidate = torch.tanh(torch.addmm(projected[1], reset * h, kernels[1]))
+        candidate = torch.tanh(torch.addmm(projected[1], reset * h, state_rows[1]))
         return (candidate + update * (h - candidate),)
 
 
@@ -152,19 +152,19 @@ class StackedRNN(nn.Module):
         finals = []
         layer_input, time_major = x.reshape(batch * steps, -1), False
         for cell in self.cells:
+            # Each kernel split once per forward: its gradient is assembled once from the
+            # input rows' and the state rows' (summed over all steps), not per step.
+            input_rows, state_rows = cell.kernels()
             per_step = [
                 p.view(steps, batch, -1).unbind(0)
                 if time_major
                 else p.view(batch, steps, -1).unbind(1)
-                for p in cell.project(layer_input)
+                for p in cell.project(layer_input, input_rows)
             ]
-            # One view of the recurrent rows per layer: one gradient for all steps, not a
-            # full-size kernel gradient per step.
-            kernels = cell.recurrent_kernels()
             state = cell.initial_state(x)
             states = []
             for projected in zip(*per_step, strict=True):
-                state = cell.step(projected, state, kernels)
+                state = cell.step(projected, state, state_rows)
                 states.append(state)
             stacked = [torch.stack(part, 0) for part in zip(*states, strict=True)]  # [T, B, H]
             finals += [_at_last_step(part, last) * has_frames for part in stacked]
