@@ -18,7 +18,8 @@ Allocator: by default freed memory is kept for reuse, as ``yt8m train`` does on 
 (``--allocator system`` for glibc's default, which page-faults a new 1.1 GB gradient
 every step). Step recipe (the one the trainer should match): ``zero_grad(set_to_none=True)``;
 forward; loss + regularisation; backward; per-tensor clipping with two foreach kernels
-(``yt8m.optim.clip_per_tensor_``); ``torch.optim.Adam(fused=True)``.
+(``yt8m.optim.clip_per_tensor_``); the trainer's optimizer (``--optimizer``, by default
+TensorFlow's Adam on PyTorch's fused kernel, ``yt8m.optim.TensorFlowAdam``).
 
 Peak memory (``--memory``): each model trains 2 steps in a fresh subprocess; the figure
 is peak RSS (VmHWM) minus the RSS after importing torch and yt8m, i.e.
@@ -61,7 +62,7 @@ from yt8m.cpu_memory import keep_freed_memory  # noqa: E402
 from yt8m.flags import Flags, parse_flags  # noqa: E402
 from yt8m.losses import cross_entropy_loss  # noqa: E402
 from yt8m.models import build_model, count_trainable_parameters  # noqa: E402
-from yt8m.optim import clip_per_tensor_  # noqa: E402
+from yt8m.optim import build_optimizer, clip_per_tensor_  # noqa: E402
 
 # Short names for the seed's commands, in the README's order.
 SEED_NAMES = ["netvlad", "netfv", "gated_dbof", "soft_dbof", "rvlad", "gru", "lstm"]
@@ -131,9 +132,7 @@ def synthetic_batch(flags: Flags, generator: torch.Generator) -> tuple[torch.Ten
 
 
 def make_step(model: torch.nn.Module, flags: Flags):
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=flags.base_learning_rate, eps=1e-8, fused=True
-    )
+    optimizer = build_optimizer(model.parameters(), flags.optimizer, flags.base_learning_rate)
     parameters = [p for p in model.parameters() if p.requires_grad]
 
     def step(inputs, num_frames, labels, generator):

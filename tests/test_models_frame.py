@@ -57,6 +57,8 @@ def tiny_models(add_batch_norm: bool = True) -> dict[str, torch.nn.Module]:
 
 
 def test_input_batch_norm_uses_all_sampled_frames_with_slim_settings():
+    """docs/fidelity.md §4.1: statistics over all sampled frames; decay 0.999, epsilon 1e-3;
+    the moving variance moves towards the batch's biased variance (TensorFlow 1.0's slim)."""
     model = tiny_models()["netvlad"].train()
     x, lengths = batch([3, 10, 6])
     sampled = sample_frames(x, lengths, 7, random_frames=True, generator=gen(4)).reshape(-1, 9)
@@ -64,7 +66,8 @@ def test_input_batch_norm_uses_all_sampled_frames_with_slim_settings():
     norm = model.input_norm
     assert norm.eps == 1e-3 and norm.momentum == 0.001 and norm.affine
     torch.testing.assert_close(norm.running_mean, 0.001 * sampled.mean(0))
-    torch.testing.assert_close(norm.running_var, 0.999 + 0.001 * sampled.var(0))
+    torch.testing.assert_close(norm.running_var, 0.999 + 0.001 * sampled.var(0, correction=0))
+    assert not torch.allclose(norm.running_var, 0.999 + 0.001 * sampled.var(0), rtol=0, atol=1e-6)
     assert not torch.allclose(norm.running_mean, 0.001 * x.reshape(-1, 9).mean(0))
     # Each branch normalised on its own equals one batch norm over all channels, sliced.
     model.input_norm.reset_running_stats()
@@ -124,3 +127,17 @@ def test_frame_level_logistic_averages_real_frames():
     x = x.double()
     expected = torch.stack([x[0, :3].mean(0), x[1].mean(0), torch.zeros(9, dtype=torch.float64)])
     torch.testing.assert_close(model(x, lengths), model.classifier(expected))
+
+
+def test_a_training_batch_of_one_row_normalises_as_tensorflow():
+    """docs/fidelity.md §4.1: one row has variance 0: the output is beta and the moving
+    variance moves towards 0 (PyTorch's own batch norm refuses such a batch in training)."""
+    from yt8m.models.layers import batch_norm
+
+    norm = batch_norm(3).train()
+    with torch.no_grad():
+        norm.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    out = norm(torch.tensor([[3.0, -7.0, 0.25]]))
+    torch.testing.assert_close(out, norm.bias.detach().unsqueeze(0), rtol=0, atol=1e-4)
+    torch.testing.assert_close(norm.running_var, torch.full((3,), 0.999))
+    torch.testing.assert_close(norm.running_mean, 0.001 * torch.tensor([3.0, -7.0, 0.25]))

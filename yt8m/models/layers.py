@@ -17,9 +17,15 @@ L2_EPS = 1e-12
 
 
 class BatchNorm(nn.BatchNorm1d):
-    """`nn.BatchNorm1d` (same state dict, same modes) that also normalises a batch of one
-    row, as TensorFlow does (variance 0) where PyTorch's refuses it in training mode, and
-    that can normalise a slice of its channels (`normalize`)."""
+    """`nn.BatchNorm1d` (same state dict, same modes) with the original's statistics.
+
+    TensorFlow 1.0's slim batch norm (not fused) moves its moving variance towards the
+    batch's *biased* variance, ``moving -= (moving - var) * (1 - decay)``; PyTorch's moves
+    it towards the unbiased one, N / (N - 1) times larger (1.3% at the seed's batch of 80
+    videos). This one follows TensorFlow (docs/fidelity.md §4.1), normalises a batch of a
+    single row as TensorFlow does (variance 0; PyTorch's refuses it in training mode), and
+    can normalise a slice of its channels (`normalize`).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.normalize(x)
@@ -28,23 +34,24 @@ class BatchNorm(nn.BatchNorm1d):
         """Channels ``start:stop`` of this norm applied to ``x [N, stop - start]``, as
         ``norm(full)[:, start:stop]`` would give them (statistics per channel). Modes as
         `nn.BatchNorm1d`: training mode normalises with the batch's statistics and, with
-        ``track_running_stats``, updates the running ones (the batch counted by the call
-        that starts at channel 0); evaluation mode uses the running statistics."""
+        ``track_running_stats``, moves the running ones by ``momentum`` towards the batch's
+        mean and biased variance (the batch counted by the call that starts at channel 0);
+        evaluation mode uses the running statistics."""
         stop = self.num_features if stop is None else stop
-        if self.training and self.track_running_stats and start == 0:
-            self.num_batches_tracked.add_(1)
-        running = not self.training or self.track_running_stats
-        return torch.batch_norm(
-            x,
-            self.weight[start:stop],
-            self.bias[start:stop],
-            self.running_mean[start:stop] if running else None,
-            self.running_var[start:stop] if running else None,
-            self.training,
-            self.momentum,
-            self.eps,
-            torch.backends.cudnn.enabled,
-        )
+        weight, bias = self.weight[start:stop], self.bias[start:stop]
+        mean, var = self.running_mean[start:stop], self.running_var[start:stop]
+        cudnn = torch.backends.cudnn.enabled
+        if not self.training:
+            return torch.batch_norm(x, weight, bias, mean, var, False, 0.0, self.eps, cudnn)
+        out = torch.batch_norm(x, weight, bias, None, None, True, 0.0, self.eps, cudnn)
+        if self.track_running_stats:
+            with torch.no_grad():
+                batch_var, batch_mean = torch.var_mean(x.detach(), 0, correction=0)
+                mean.lerp_(batch_mean.to(mean.dtype), self.momentum)
+                var.lerp_(batch_var.to(var.dtype), self.momentum)
+                if start == 0:
+                    self.num_batches_tracked.add_(1)
+        return out
 
 
 def batch_norm(num_features: int) -> BatchNorm:
