@@ -1,4 +1,4 @@
-"""The original's optimisation (fidelity.md §5): optimizer, learning-rate schedule, clipping.
+"""The original's optimisation (docs/fidelity.md §5): optimizer, learning-rate schedule, clipping.
 
 * ``learning_rate(step, ...)``: staircase exponential decay by examples seen,
   ``base * decay ** floor(step * batch_size / decay_examples)``. Like the original,
@@ -6,7 +6,9 @@
   and ``step`` is the number of updates already applied (0 for the first update).
 * ``clip_per_tensor_(parameters, max_norm)``: every gradient tensor on its own is
   scaled to L2 norm ``<= max_norm`` (TensorFlow's ``clip_by_norm`` per variable, as
-  slim's ``create_train_op`` did), not one global norm over all of them.
+  slim's ``create_train_op`` did), not one global norm over all of them. Every model's
+  tensors are the original's variables (a recurrent layer's kernel, input and state rows
+  together, is one tensor), so this is the original's clipping (docs/fidelity.md §5.5).
 * ``build_optimizer(parameters, name, ...)``: ``--optimizer`` as the original's
   TensorFlow class name, each applying TensorFlow 1's own update (docs/fidelity.md §5.3):
   Adam as `TensorFlowAdam` (epsilon added to the uncorrected ``sqrt(v)``), Adagrad with
