@@ -271,3 +271,15 @@ def test_restoring_a_checkpoint_written_before_the_tensorflow_cells_is_a_clear_e
     save_checkpoint(tmp_path, 7, Old(), flags)
     with pytest.raises(RecurrentCheckpointError, match="written before GruModel and LstmModel"):
         restore_model(tmp_path, -1, flags, "cpu")
+
+
+def test_compiled_models_run_the_steps_as_written():
+    """docs/fidelity.md §4.4: `--compile` leaves the step loop eager (the same function)."""
+    torch.manual_seed(0)
+    model = fl.GruModel(V, 6, cells=4, layers=2)
+    x, lengths = frames([7, 3, 0])
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="eager")
+    torch.testing.assert_close(compiled(x, lengths), model(x, lengths), rtol=0, atol=0)
+    traced = torch._dynamo.explain(model)(x, lengths)
+    assert traced.op_count < 7 * 2  # fewer operations than steps: the loop is not traced

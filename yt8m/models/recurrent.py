@@ -139,6 +139,9 @@ class StackedRNN(nn.Module):
         self.cells = nn.ModuleList(cells)
         self.register_load_state_dict_pre_hook(_refuse_pytorch_layers)
 
+    # Under torch.compile the steps run as written: traced, 300 steps of two layers would be
+    # thousands of operations to compile (the rest of the model is compiled as usual).
+    @torch.compiler.disable
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
             return self._final_states(x, lengths)
