@@ -316,7 +316,9 @@ def nextvlad_variables(features: int, clusters: int, groups: int, expansion: int
     )  # fmt: skip
 
 
-def branch_variables(clusters: int, hidden: int, groups: int, reduction: int) -> int:
+def branch_variables(
+    clusters: int, hidden: int, groups: int, reduction: int, classes: int = 3862
+) -> int:
     """One NeXtVLAD model body (video 1024 and audio 128 features) and its logistic."""
     vlad_dim = clusters * 2048 // groups + (clusters // 2) * 256 // (groups // 2)
     return (
@@ -325,21 +327,32 @@ def branch_variables(clusters: int, hidden: int, groups: int, reduction: int) ->
         + vlad_dim * hidden + 2 * hidden  # hidden1_weights, hidden1_bn
         + hidden * (hidden // reduction) + 2 * (hidden // reduction)  # gating_weights_1, gating_bn
         + (hidden // reduction) * hidden  # gating_weights_2
-        + hidden * 3862 + 3862  # LogisticModel: weights, biases
+        + hidden * classes + classes  # LogisticModel: weights, biases
     )  # fmt: skip
+
+
+def nextvlad_count(classes: int = 3862) -> int:
+    """NeXtVLADModel of scripts/train_nextvlad_local.sh."""
+    return branch_variables(128, 2048, 8, 8, classes)
+
+
+def mixture_count(classes: int = 3862) -> int:
+    """MixNeXtVladModel of scripts/train_mix_nextvlad_final_submission.sh: mix_weights_bn
+    (beta, gamma of 1152), mix_weights (fully connected 1152 -> 3), three branches."""
+    return 2 * 1152 + 1152 * 3 + 3 + 3 * branch_variables(112, 2048, 8, 16, classes)
 
 
 PUBLISHED = [
     (
         "--model=NeXtVLADModel --groups=8 --nextvlad_cluster_size=128 "
         "--nextvlad_hidden_size=2048 --expansion=2 --gating_reduction=8 --drop_rate=0.5",
-        branch_variables(128, 2048, 8, 8),
+        nextvlad_count(),
     ),
     (
         "--model=MixNeXtVladModel --groups=8 --nextvlad_cluster_size=112 "
         "--nextvlad_hidden_size=2048 --expansion=2 --gating_reduction=16 --drop_rate=0.5 "
         "--mix_number=3 --cl_temperature=3 --cl_lambda=9",
-        2 * 1152 + 1152 * 3 + 3 + 3 * branch_variables(112, 2048, 8, 16),  # mix_weights_bn, fc
+        mixture_count(),
     ),
 ]
 

@@ -3,7 +3,10 @@
 One step (fidelity.md §5): uint8 frames go to the device, become model inputs
 (dequantized, L2-normalised), the model samples its frames from a generator seeded
 by (seed, rank, step), and the loss is the label loss plus
-``regularization_penalty * model.regularization_loss()`` (L2 on the MoE weights).
+``regularization_penalty * model.regularization_loss()`` (L2 on the MoE weights; the
+label losses of a model's auxiliary predictions and ``--distill_from``'s soft targets
+join it in `yt8m.objective`). With ``--ema_decay`` an average of the weights
+(`yt8m.ema`) follows every step and goes into the checkpoints.
 Adam then applies each gradient tensor clipped on its own, with the staircase
 learning rate of the examples seen so far.
 
@@ -58,11 +61,14 @@ from yt8m.distributed import (
     mean_over_ranks,
     shutdown,
 )
+from yt8m.ema import WeightAverage, for_training
 from yt8m.errors import YT8MError
 from yt8m.flags import Flags, parse_flags
+from yt8m.linrongc import note_num_gpu
 from yt8m.losses import get_loss
 from yt8m.metrics import gap, hit_at_one
 from yt8m.models.registry import build_model
+from yt8m.objective import Objective
 from yt8m.optim import (
     build_optimizer,
     check_optimizer_name,
@@ -215,8 +221,9 @@ class TrainingLog:
 
 def _model_and_optimizer(
     flags: Flags, process: Process
-) -> tuple[Flags, nn.Module, torch.optim.Optimizer, int]:
-    """A fresh model, or the latest checkpoint's; returns (flags, model, optimizer, step).
+) -> tuple[Flags, nn.Module, torch.optim.Optimizer, int, WeightAverage | None]:
+    """A fresh model, or the latest checkpoint's; returns (flags, model, optimizer, step,
+    EMA of the weights or None).
 
     When resuming, the model flags of the returned `flags` are the checkpoint's.
     """
@@ -230,19 +237,21 @@ def _model_and_optimizer(
     model = build_model(flags).to(process.device)
     optimizer = build_optimizer(model.parameters(), flags.optimizer, flags.base_learning_rate)
     if checkpoint is None:
-        return flags, model, optimizer, 0
+        return flags, model, optimizer, 0, for_training(model, flags.ema_decay, None)
     model.load_state_dict(checkpoint.model_state)
     optimizer.load_state_dict(checkpoint.optimizer_state)
     _restore_random_states(checkpoint, process)
     if process.is_main:
         log.info("resuming %s at step %d", checkpoint.path, checkpoint.step)
-    return flags, model, optimizer, checkpoint.step
+    ema = for_training(model, flags.ema_decay, checkpoint.ema_state)
+    return flags, model, optimizer, checkpoint.step, ema
 
 
 def _train(flags: Flags, process: Process) -> nn.Module:
     device = process.device
-    flags, model, optimizer, step = _model_and_optimizer(flags, process)
-    label_loss_fn = get_loss(flags.label_loss, flags.alpha)
+    flags, model, optimizer, step, ema = _model_and_optimizer(flags, process)
+    objective = Objective(flags, device)
+    note_num_gpu(flags, process)
     trained: nn.Module = model  # what the forward pass runs: maybe wrapped, maybe compiled
     if process.distributed:
         device_ids = [device] if device.type == "cuda" else None
@@ -278,6 +287,7 @@ def _train(flags: Flags, process: Process) -> nn.Module:
             optimizer,
             _training_state(step, process),
             keep=flags.keep_checkpoints,
+            ema_state=ema.state_dict() if ema else None,
         )
         log.info("step %d: saved %s", step, path)
 
@@ -302,9 +312,11 @@ def _train(flags: Flags, process: Process) -> nn.Module:
         sampling.manual_seed(sampling_seed(flags.seed, process.rank, step))
 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=flags.amp):
-            predictions = trained(model_inputs(inputs, num_frames), num_frames, sampling)
-        label_loss = label_loss_fn(predictions.float(), labels)
-        loss = label_loss + flags.regularization_penalty * model.regularization_loss()
+            model_input = model_inputs(inputs, num_frames)
+            predictions = trained(model_input, num_frames, sampling)
+        label_loss, loss = objective(
+            model, predictions, labels, batch, model_input, num_frames, sampling
+        )
 
         losses = mean_over_ranks(torch.stack([label_loss.detach(), loss.detach()]), process)
         label_loss_value, loss_value = losses.tolist()
@@ -319,6 +331,8 @@ def _train(flags: Flags, process: Process) -> nn.Module:
         loss.backward()
         clip_per_tensor_(model.parameters(), flags.clip_gradient_norm)
         optimizer.step()
+        if ema is not None:
+            ema.update()
         step += 1
         training_log.step(step, lr, label_loss_value, loss_value, predictions, batch["labels"])
 
@@ -334,6 +348,10 @@ def _train(flags: Flags, process: Process) -> nn.Module:
         recalibrate_batch_norm(
             model, itertools.islice(loader, flags.recalibrate_batch_norm), sampling
         )
+        if ema is not None:  # the averaged weights get statistics of their own
+            ema.recalibrate_batch_norm(
+                model, itertools.islice(loader, flags.recalibrate_batch_norm), sampling
+            )
         model.train()
         saved_step = -1  # the statistics changed: the final checkpoint must hold them
     broadcast_buffers(model, process)  # every rank returns the model that rank 0 saves

@@ -39,8 +39,14 @@ def variance_scaling_parameter(*shape: int) -> nn.Parameter:
     vector), as TensorFlow counts it."""
     fan_in = math.prod(shape[:-1]) if len(shape) > 1 else shape[0]
     std = math.sqrt(1.3 * 2.0 / fan_in)
-    tensor = torch.empty(*shape)
-    nn.init.trunc_normal_(tensor, 0.0, std, -2 * std, 2 * std)
+    tensor = torch.empty(*shape).normal_(0.0, std)
+    if not tensor.is_meta:  # redraw the values beyond 2 std, as TensorFlow does
+        flat = tensor.view(-1)
+        index = (flat.abs() > 2 * std).nonzero().squeeze(1)
+        while index.numel():
+            values = torch.empty(index.numel()).normal_(0.0, std)
+            flat[index] = values
+            index = index[values.abs() > 2 * std]
     return nn.Parameter(tensor)
 
 
