@@ -11,7 +11,6 @@ from safetensors import safe_open
 from tests.test_train import CLASSES, tiny_argv
 from yt8m.checkpoint import latest_checkpoint, load_checkpoint, restore_model
 from yt8m.cli import main as cli_main
-from yt8m.data.features import model_inputs
 from yt8m.data.loader import make_loader
 from yt8m.data.synthetic import write_dataset
 from yt8m.evaluate import evaluate
@@ -56,8 +55,8 @@ def predictions(train_dir_or_file, patterns) -> torch.Tensor:
     out = []
     with torch.no_grad():
         for batch in make_loader(checkpoint.flags, patterns["validate"], training=False):
-            inputs = model_inputs(batch["inputs"], batch["num_frames"])
-            out.append(model(inputs, batch["num_frames"], torch.Generator().manual_seed(0)))
+            generator = torch.Generator().manual_seed(0)
+            out.append(model(batch["inputs"], batch["num_frames"], generator))
     return torch.cat(out)
 
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from yt8m.data.features import dequantize
-from yt8m.data.pca_input import PcaScaledInput, pca_eigenvalues
+from yt8m.data.features import PcaFrames, dequantize, pca_eigenvalues
 from yt8m.errors import YT8MError
 from yt8m.flags import parse_flags
 from yt8m.models import build_model, count_trainable_parameters
@@ -116,6 +115,12 @@ def branch_reference(branch, x: np.ndarray, mask: np.ndarray, training: bool) ->
     return activation * sigmoid(gates @ np_(branch.gating.excite))
 
 
+def prepared(model, inputs: torch.Tensor, num_frames: torch.Tensor) -> np.ndarray:
+    """The model's transformed rows (float32, tested below against `transformed`) as one
+    float64 array ``[B, T, D]``."""
+    return np.concatenate([np_(part) for part in model.prepare(inputs, num_frames)[0]], -1)
+
+
 def mask_of(num_frames: torch.Tensor) -> np.ndarray:
     return (np.arange(T)[None] < num_frames.numpy()[:, None]).astype(np.float64)
 
@@ -127,7 +132,7 @@ TINY = dict(cluster_size=4, hidden_size=8, groups=4, expansion=2, gating_reducti
 def test_nextvlad_model_matches_the_graph(training):
     model = randomised(NeXtVLADModel(CLASSES, SIZES, drop_rate=0.0, **TINY)).train(training)
     inputs, num_frames = frames()
-    x = np_(model.prepare(inputs, num_frames)[0])  # float32 rows (tested below) in float64
+    x = prepared(model, inputs, num_frames)
     h = branch_reference(model.branch, x, mask_of(num_frames), training)
     logistic = model.classifier
     expected = sigmoid(h @ np_(logistic.weight) + np_(logistic.bias))
@@ -172,7 +177,7 @@ def test_dropout_acts_in_training_only():
 def mixture_reference(model, inputs, num_frames, training: bool) -> tuple[np.ndarray, ...]:
     """MixNeXtVladModel.create_model: mixture weights from the batch-normalised mean of all
     rows, branch logits, sigmoid of the weighted logits."""
-    x = np_(model.prepare(inputs, num_frames)[0])
+    x = prepared(model, inputs, num_frames)
     mask = mask_of(num_frames)
     weights = softmax(
         bn(x.mean(1), model.mix_norm, training) @ np_(model.mix_weights.weight)
@@ -245,10 +250,13 @@ def test_distillation_term_of_equal_logits_is_zero_and_gradients_reach_both_side
 
 def test_input_transform_is_offset_and_pca_scale_with_padding_rows_zeroed_first():
     inputs, num_frames = frames()
-    got = PcaScaledInput(SIZES)(inputs, num_frames)
+    transform = PcaFrames(SIZES)
+    got = transform.all_frames(inputs, num_frames)
     np.testing.assert_allclose(np_(got), transformed(inputs, num_frames), rtol=1e-6, atol=1e-6)
-    padding = got[1, 2]
-    torch.testing.assert_close(padding, -PcaScaledInput(SIZES).offset * PcaScaledInput(SIZES).scale)
+    torch.testing.assert_close(got[1, 2], -transform.offset * transform.scale)
+    real = torch.arange(T).unsqueeze(0) < num_frames.unsqueeze(1)
+    rgb, audio = transform([inputs[..., : SIZES[0]], inputs[..., SIZES[0] :]], real)
+    torch.testing.assert_close(torch.cat([rgb, audio], -1), got)  # by parts, the same
 
 
 def test_the_carried_eigenvalues_are_the_published_ones():
@@ -263,7 +271,8 @@ def test_the_carried_eigenvalues_are_the_published_ones():
 def test_the_willow_input_is_selectable():
     model = NeXtVLADModel(CLASSES, SIZES, transform="willow", **TINY)
     inputs, num_frames = frames()
-    x, mask = model.prepare(inputs, num_frames)
+    parts, mask = model.prepare(inputs, num_frames)
+    x = torch.cat(parts, -1)
     torch.testing.assert_close(x[0].norm(dim=-1), torch.ones(T))
     assert (x[1, 2:] == 0).all() and mask.tolist()[1] == [1, 1, 0, 0, 0, 0]
     with pytest.raises(YT8MError, match="--nextvlad_input"):

@@ -2,10 +2,10 @@
 
 Both read every row of the batch (no frame sampling): ``forward(inputs [B, T, D],
 num_frames int64 [B], generator=None) -> probabilities [B, num_classes]`` with
-``inputs`` the loader's uint8 frames; each model applies its own input transform
-(`PcaScaledInput` by default, the WILLOW L2-normalised frames with
-``input_transform="willow"``). The first feature (rgb) and the others together (audio)
-each get a `NeXtVLAD` (audio: half the clusters and half the groups).
+``inputs`` the loader's uint8 frames; each model applies its own input transform to all
+rows (`yt8m.data.features.PcaFrames` by default, the WILLOW frames `WillowFrames` with
+``transform="willow"``). The first feature (rgb) and the others together (audio) each
+get a `NeXtVLAD` (audio: half the clusters and half the groups).
 
 `MixNeXtVladModel` adds, in training mode, the on-the-fly distillation of its branches
 to `regularization_loss()` and exposes the branches' own predictions through
@@ -21,8 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from yt8m.data.features import model_inputs
-from yt8m.data.pca_input import PcaScaledInput
+from yt8m.data.features import FrameTransform, PcaFrames, WillowFrames, real_rows
 from yt8m.errors import YT8MError
 from yt8m.models.classifiers import ClassifierSpec, Logistic
 from yt8m.models.gating import SEContextGating
@@ -81,7 +80,8 @@ class NeXtVLAD(nn.Module):
 
 class NeXtVLADBranch(nn.Module):
     """NeXtVLAD per modality, concatenated; dropout; hidden layer (no bias) + batch norm;
-    SE context gating. ``x [B, T, D], mask [B, T] -> [B, hidden_size]``."""
+    SE context gating. ``parts`` (rgb ``[B, T, D_rgb]`` and, if any, audio
+    ``[B, T, D_audio]``), ``mask [B, T] -> [B, hidden_size]``."""
 
     def __init__(
         self,
@@ -107,7 +107,6 @@ class NeXtVLADBranch(nn.Module):
                 f"--gating_reduction={gating_reduction}: must be between 1 and "
                 f"--nextvlad_hidden_size={hidden_size}"
             )
-        self.video_size = video
         self.video = NeXtVLAD(video, cluster_size, expansion, groups)
         self.audio = NeXtVLAD(audio, cluster_size // 2, expansion, groups // 2) if audio else None
         pooled = self.video.output_size + (self.audio.output_size if self.audio else 0)
@@ -115,28 +114,20 @@ class NeXtVLADBranch(nn.Module):
         self.hidden = HiddenLayer(pooled, hidden_size, None, batch_norm=True, relu6=False)
         self.gating = SEContextGating(hidden_size, gating_reduction)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        pooled = self.video(x[..., : self.video_size], mask)
+    def forward(self, parts: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        pooled = self.video(parts[0], mask)
         if self.audio is not None:
-            audio = self.audio(x[..., self.video_size :], mask)
-            pooled = torch.cat([pooled, audio], dim=1)
+            pooled = torch.cat([pooled, self.audio(parts[1], mask)], dim=1)
         return self.gating(self.hidden(self.dropout(pooled)))
 
 
-def input_transform(name: str, feature_sizes: Sequence[int]) -> nn.Module:
-    """``pca``: linrongc's input (`PcaScaledInput`); ``willow``: L2-normalised frames."""
+def input_transform(name: str, feature_sizes: Sequence[int]) -> FrameTransform:
+    """``pca``: linrongc's input (`PcaFrames`); ``willow``: `WillowFrames`."""
     if name == "pca":
-        return PcaScaledInput(feature_sizes)
+        return PcaFrames(feature_sizes)
     if name == "willow":
-        return _WillowInput()
+        return WillowFrames()
     raise YT8MError(f"--nextvlad_input={name!r}: expected 'pca' or 'willow'")
-
-
-class _WillowInput(nn.Module):
-    """The WILLOW input (fidelity.md §2): `yt8m.data.features.model_inputs`."""
-
-    def forward(self, inputs: torch.Tensor, num_frames: torch.Tensor) -> torch.Tensor:
-        return model_inputs(inputs, num_frames)
 
 
 def _classifier(spec: ClassifierSpec, l2_penalty: float, size: int, classes: int) -> nn.Module:
@@ -153,16 +144,20 @@ class _AllFramesModel(nn.Module):
     def __init__(self, feature_sizes: Sequence[int], transform: str) -> None:
         super().__init__()
         self.input_transform = input_transform(transform, feature_sizes)
+        self.video_size = feature_sizes[0]
         self.deterministic_sampling = False  # nothing is sampled; kept for the interface
 
     def prepare(
         self, inputs: torch.Tensor, num_frames: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(frames float32 [B, T, D], mask float32 [B, T])``."""
-        x = self.input_transform(inputs, num_frames)
-        steps = torch.arange(x.shape[1], device=x.device)
-        mask = (steps.unsqueeze(0) < num_frames.to(x.device).unsqueeze(1)).to(x.dtype)
-        return x, mask
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``([rgb [B, T, D_rgb], audio [B, T, D - D_rgb]], mask [B, T])``: every row
+        transformed, one part per branch (no full-width copy), in the weights' dtype
+        (float32, or float64 in tests)."""
+        real = real_rows(num_frames.to(inputs.device), inputs.shape[1])
+        split = self.video_size
+        parts = [inputs[..., :split], inputs[..., split:]] if inputs.shape[-1] > split else [inputs]
+        dtype = next(self.parameters()).dtype
+        return [p.to(dtype) for p in self.input_transform(parts, real)], real.to(dtype)
 
 
 class NeXtVLADModel(_AllFramesModel):
@@ -281,11 +276,12 @@ class MixNeXtVladModel(_AllFramesModel):
         num_frames: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        x, mask = self.prepare(inputs, num_frames)
-        weights = torch.softmax(self.mix_weights(self.mix_norm(x.mean(1))), dim=-1)  # [B, M]
+        parts, mask = self.prepare(inputs, num_frames)
+        mean = torch.cat([part.mean(1) for part in parts], dim=1)  # every row, as the original
+        weights = torch.softmax(self.mix_weights(self.mix_norm(mean)), dim=-1)  # [B, M]
         logits = torch.stack(
             [
-                classifier.logits(branch(x, mask))
+                classifier.logits(branch(parts, mask))
                 for branch, classifier in zip(self.branches, self.classifiers, strict=True)
             ],
             dim=1,
