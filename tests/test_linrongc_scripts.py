@@ -6,15 +6,13 @@ the three commands, at tiny sizes, train, evaluate and write a submission and a 
 archive."""
 
 import logging
-import re
-import shlex
-import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.linrongc import MIXTURE_SCRIPT, NEXTVLAD_SCRIPT, expand
 from tests.test_models_nextvlad import mixture_count, nextvlad_count
 from yt8m.data.synthetic import write_dataset
 from yt8m.distributed import Process
@@ -25,9 +23,6 @@ from yt8m.linrongc import note_num_gpu
 from yt8m.models import build_model, count_trainable_parameters
 from yt8m.train import train
 
-SCRIPTS = Path(__file__).parent / "data" / "linrongc"
-COMMANDS = {"train.py": "train", "eval.py": "eval", "inference.py": "infer"}
-RECORDER = "python() { printf '%s\\0' \"$@\"; printf '\\1\\0'; }\n"
 # The tiny version: sizes and lengths only (appended flags win).
 TINY = {
     "train": [
@@ -38,22 +33,6 @@ TINY = {
     "infer": ["--max_frames=10"],
 }  # fmt: skip
 QUIET = ["--num_readers=0", "--progress=False"]
-
-
-def expand(script: Path, paths: dict[str, str], cwd: Path) -> list[tuple[str, list[str]]]:
-    """The script's `python X.py ARGS` lines as bash runs them, its data paths replaced."""
-    text = script.read_text()
-    for name, value in paths.items():
-        text, count = re.subn(rf"^{name}=.*$", f"{name}={shlex.quote(value)}", text, flags=re.M)
-        assert count == 1, name
-    out = subprocess.run(
-        ["bash", "-c", RECORDER + text], cwd=cwd, capture_output=True, check=True
-    ).stdout.decode()
-    commands = []
-    for record in out.split("\x01\x00")[:-1]:
-        script_name, *argv = record.split("\x00")[:-1]
-        commands.append((COMMANDS[script_name], argv))
-    return commands
 
 
 def layout(root: Path, mixture: bool) -> dict[str, str]:
@@ -79,9 +58,10 @@ def layout(root: Path, mixture: bool) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("script", "count", "mixture"),
     [
-        ("train_nextvlad_local.sh", nextvlad_count(4716), False),
-        ("train_mix_nextvlad_final_submission.sh", mixture_count(4716), True),
+        (NEXTVLAD_SCRIPT, nextvlad_count(4716), False),
+        (MIXTURE_SCRIPT, mixture_count(4716), True),
     ],
+    ids=["nextvlad", "mixture"],
 )
 def test_the_scripts_parse_build_the_model_and_run_at_tiny_size(
     script, count, mixture, tmp_path, monkeypatch, caplog
@@ -90,7 +70,7 @@ def test_the_scripts_parse_build_the_model_and_run_at_tiny_size(
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    commands = expand(SCRIPTS / script, paths, work)
+    commands = expand(script, paths, work)
     assert [name for name, _ in commands] == ["train", "eval", "infer"]
     flags = {name: parse_flags(argv, name) for name, argv in commands}
     with torch.device("meta"):  # the published model, as the script gives it
@@ -99,7 +79,6 @@ def test_the_scripts_parse_build_the_model_and_run_at_tiny_size(
     assert count_trainable_parameters(model) == count
     assert flags["train"].l2_penalty == 1e-5 and flags["train"].num_gpu == 2
     assert flags["train"].max_steps == 700000
-    assert Path(flags["infer"].output_model_tgz).parent.is_dir()  # the script's mkdir -p
 
     caplog.set_level(logging.WARNING)
     argv = dict(commands)
