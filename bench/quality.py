@@ -46,6 +46,7 @@ Usage::
     .venv/bin/python bench/quality.py                  # 1000 steps per model
     .venv/bin/python bench/quality.py --steps 100 --models netvlad,gru
     .venv/bin/python bench/quality.py --models netvlad,nextvlad,mix_nextvlad,one_branch
+    .venv/bin/python bench/quality.py --seed 1        # other data and initial weights
 """
 
 from __future__ import annotations
@@ -95,7 +96,6 @@ DATA_FLAGS = [
     f"--max_frames={FRAMES[1]}",
     "--num_readers=1",
     "--progress=False",
-    "--seed=0",
 ]
 RECALIBRATION_BATCHES = 20
 BASELINE = "--model=FrameLevelLogisticModel --frame_features=True --batch_size=128".split()
@@ -126,11 +126,14 @@ def validation_gap(path: str | Path, pattern: str) -> float:
     return gap(*validation_predictions(path, pattern))
 
 
-def run(argv: list[str], train_dir: Path, patterns: dict[str, str]) -> tuple[float, float]:
-    """Train `argv` in `train_dir`; returns (validation GAP, seconds)."""
+def run(
+    argv: list[str], train_dir: Path, patterns: dict[str, str], seed: int = 0
+) -> tuple[float, float]:
+    """Train `argv` in `train_dir` with `seed`; returns (validation GAP, seconds)."""
     flags: Flags = parse_flags(
-        [*argv, f"--train_data_pattern={patterns['train']}", f"--train_dir={train_dir}"], "train"
-    )
+        [*argv, f"--train_data_pattern={patterns['train']}", f"--train_dir={train_dir}",
+         f"--seed={seed}"], "train",
+    )  # fmt: skip
     start = time.perf_counter()
     train(flags)
     seconds = time.perf_counter() - start
@@ -169,6 +172,7 @@ def main() -> None:
     parser.add_argument(
         "--models", default=",".join([*SHORT_NAMES, *NEW_NAMES]), help="comma-separated"
     )
+    parser.add_argument("--seed", type=int, default=0, help="data and training seed")
     parser.add_argument(
         "--threads",
         type=int,
@@ -208,12 +212,13 @@ def main() -> None:
             feature_sizes=FEATURE_SIZES,
             levels=("frame",),
             shared_evidence=True,
+            seed=args.seed,
         )["frame"]
 
         baseline_gap, baseline_rate, baseline_seconds = 0.0, 0.0, 0.0
         for rate in BASELINE_RATES:
             argv = [*BASELINE, f"--base_learning_rate={rate}", *DATA_FLAGS, *budget]
-            value, seconds = run(argv, root / f"baseline-{rate}", patterns)
+            value, seconds = run(argv, root / f"baseline-{rate}", patterns, args.seed)
             if value > baseline_gap:
                 baseline_gap, baseline_rate, baseline_seconds = value, rate, seconds
 
@@ -230,7 +235,7 @@ def main() -> None:
                 continue
             argv = [*seed.training_argv(), *REDUCED, *DATA_FLAGS, *budget]
             argv.append(f"--base_learning_rate={LEARNING_RATE}")
-            value, seconds = run(argv, root / name, patterns)
+            value, seconds = run(argv, root / name, patterns, args.seed)
             batch = parse_flags(seed.training_argv()).batch_size
             print(
                 f"| {seed.title} | {batch} | {value:.4f} | {value / baseline_gap:.2f}x "
@@ -244,7 +249,7 @@ def main() -> None:
         def linrongc(name: str, script: Path, reduced: list[str], *extra: str) -> None:
             argv = [*training_argv(script), *reduced, *DATA_FLAGS, *budget, *extra]
             argv.append(f"--base_learning_rate={LEARNING_RATE}")
-            results[name] = run(argv, root / name, patterns)
+            results[name] = run(argv, root / name, patterns, args.seed)
 
         nextvlad_argv = (NEXTVLAD_SCRIPT, NEXTVLAD_REDUCED)
         if {"nextvlad", "distilled"} & set(chosen):
