@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from yt8m.checkpoint import find_checkpoint, load_checkpoint
+from yt8m.ema import prediction_state
 from yt8m.errors import YT8MError
 from yt8m.flags import Flags
 from yt8m.models.registry import build_model
@@ -128,10 +129,8 @@ def _load_teacher(train_dir: str, flags: Flags, device: torch.device) -> nn.Modu
             f"teacher {checkpoint.path} was trained on other inputs or classes than the "
             "student's (--frame_features, --feature_names, --feature_sizes, --num_classes)"
         )
-    from yt8m.ema import prediction_state  # the same weights eval would use
-
     teacher = build_model(saved)
-    teacher.load_state_dict(prediction_state(checkpoint, flags.use_ema))
+    teacher.load_state_dict(prediction_state(checkpoint, flags.use_ema))  # as eval would
     log.info("teacher %s (step %d, %s)", checkpoint.path, checkpoint.step, saved.model)
     return teacher.to(device).eval().requires_grad_(False)
 
