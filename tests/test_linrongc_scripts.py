@@ -23,11 +23,13 @@ from yt8m.linrongc import note_num_gpu
 from yt8m.models import build_model, count_trainable_parameters
 from yt8m.train import train
 
-# The tiny version: sizes and lengths only (appended flags win).
+# The tiny version: sizes and lengths only (appended flags win); eval and infer take the
+# feature sizes from the checkpoint, as linrongc's lines give none.
 TINY = {
     "train": [
         "--nextvlad_cluster_size=4", "--nextvlad_hidden_size=16", "--gating_reduction=4",
         "--num_classes=12", "--max_frames=10", "--batch_size=4", "--max_steps=2",
+        "--feature_sizes=32,16",
     ],
     "eval": ["--max_frames=10"],
     "infer": ["--max_frames=10"],
@@ -36,10 +38,10 @@ QUIET = ["--num_readers=0", "--progress=False"]
 
 
 def layout(root: Path, mixture: bool) -> dict[str, str]:
-    """Tiny 1024+128 data where each script looks for it; returns its path variables."""
+    """Tiny 32+16 data where each script looks for it; returns its path variables."""
     patterns = write_dataset(
         root / "synth", videos={"train": 8, "validate": 4, "test": 3}, shards=1, classes=12,
-        frames=(2, 10), feature_sizes=(1024, 128), levels=("frame",),
+        frames=(2, 10), feature_sizes=(32, 16), levels=("frame",),
     )["frame"]  # fmt: skip
     frame = Path(patterns["train"]).parent
     folders = {"train": root / "frame" / "train", "validate": root / "val", "test": root / "test"}
