@@ -8,6 +8,7 @@ import torch
 
 from yt8m.models.frame_level import SoftDbofModelLF
 from yt8m.models.sampling import (
+    KeyStream,
     evenly_spaced_indices,
     random_frame_indices,
     random_sequence_indices,
@@ -175,3 +176,13 @@ def test_draws_are_uniform_and_independent(n):
         joint = torch.bincount((first * 10 + second).reshape(-1), minlength=100).double()
         expected = first.numel() / 100
         assert (joint - expected).abs().max() <= 6 * expected**0.5
+
+
+def test_a_key_stream_gives_each_steps_key_from_any_start():
+    """The trainer's keys (blocks of KeyStream.BLOCK made at once) are step_key's, also when
+    a resumed run starts inside a block."""
+    base = sampling_base(4, rank=1)
+    for start in (0, 1000, 1023):
+        stream = KeyStream(base, start, "cpu")
+        for step in range(start, start + 30):
+            assert stream.next().tolist() == step_key(base, step).tolist()

@@ -15,8 +15,8 @@ row b, draw i) give a 32-bit word ``w``, and ``U * m`` is computed as ``(w * m) 
 step is integer arithmetic whose intermediate values stay below 2**63, so the same key draws
 the same frames on a CPU and on a GPU, and torch.compile traces the draws without a graph
 break. The trainer derives one key per step from (seed, rank, step) with `sampling_base`
-and `step_key` (`KeyStream` counts the steps on the device, without the host); `random_key`
-draws a key when none is given.
+and `step_key` (`KeyStream`: the keys of a thousand steps at a time, made on the device);
+`random_key` draws a key when none is given.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def sampling_base(seed: int, rank: int = 0, purpose: str = "train") -> torch.Ten
 
 
 def step_key(base: torch.Tensor, step: torch.Tensor | int) -> torch.Tensor:
-    """The key of step `step` (an int, or an int64 scalar tensor on base's device, so that
-    a trainer can count steps on the device) of the stream `base`: int64 ``[2]``."""
+    """The key of step `step` of the stream `base`: int64 ``[2]``; for an int64 tensor of
+    steps ``[n]`` on base's device, their keys ``[2, n]``."""
     step = torch.as_tensor(step, dtype=torch.int64, device=base.device)
     first = mix32(base[0] ^ (step & MASK32))
     second = mix32(base[1] ^ mix32(((step >> 32) & MASK32) ^ first))
@@ -156,14 +156,21 @@ def sample_frames(
 
 
 class KeyStream:
-    """The keys of one stream, step after step: `next` returns ``step_key(base, step)`` and
-    counts the step on the device, so that no step copies anything from the host."""
+    """The keys of one stream, step after step: `next` returns ``step_key(base, step)`` for
+    step `start`, `start` + 1, ... The keys of `BLOCK` steps are computed at once on the
+    device (from a range, so nothing is copied from the host); a step takes a view."""
+
+    BLOCK = 1024
 
     def __init__(self, base: torch.Tensor, start: int, device: torch.device | str) -> None:
         self.base = base.to(device)
-        self.step = torch.tensor(start, dtype=torch.int64, device=device)
+        self.step = start
+        self._block: torch.Tensor | None = None  # int64 [2, BLOCK]
 
     def next(self) -> torch.Tensor:
-        key = step_key(self.base, self.step)
-        self.step.add_(1)
-        return key
+        offset = self.step % self.BLOCK
+        if self._block is None or offset == 0:
+            steps = torch.arange(self.BLOCK, device=self.base.device) + (self.step - offset)
+            self._block = step_key(self.base, steps)
+        self.step += 1
+        return self._block[:, offset]
