@@ -44,7 +44,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -259,6 +259,34 @@ def step_learning_rate(flags: Flags, step: int, world_size: int) -> float:
     )
 
 
+def training_step(
+    trained: nn.Module,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    label_loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    flags: Flags,
+    batch: dict,
+    key: torch.Tensor,
+    lr: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One update, nothing read back: forward (`trained`: the model, maybe wrapped in DDP,
+    maybe compiled; bfloat16 autocast with ``--amp``) of a device `batch` with the
+    sampling `key`, loss and penalty (of the bare `model`), backward, per-tensor clipping,
+    the optimizer's step at rate `lr`. Returns the device tensors (predictions
+    ``[B, num_classes]``, label loss, loss); `bench/gpu.py` times this same step."""
+    set_learning_rate(optimizer, lr)
+    device_type = batch["inputs"].device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=flags.amp):
+        predictions = trained(batch["inputs"], batch["num_frames"], key)
+    label_loss = label_loss_fn(predictions.float(), batch["labels"])
+    loss = label_loss + flags.regularization_penalty * model.regularization_loss()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    clip_per_tensor_(model.parameters(), flags.clip_gradient_norm)
+    optimizer.step()
+    return predictions, label_loss, loss
+
+
 def _last_step(flags: Flags, batches, step: int, process: Process) -> int | None:
     """The step training ends at when it is known now: ``--max_steps`` and, under torchrun,
     the step at which the first rank's data runs out (every rank counts its batches, one
@@ -363,17 +391,10 @@ def _train(flags: Flags, process: Process) -> nn.Module:
             break  # a single process's data of --num_epochs passes ran out
         host, on_device = batch
         lr = step_learning_rate(flags, step, process.world_size)
-        set_learning_rate(optimizer, lr)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=flags.amp):
-            predictions = trained(on_device["inputs"], on_device["num_frames"], keys.next())
-        label_loss = label_loss_fn(predictions.float(), on_device["labels"])
-        loss = label_loss + flags.regularization_penalty * model.regularization_loss()
+        predictions, label_loss, loss = training_step(
+            trained, model, optimizer, label_loss_fn, flags, on_device, keys.next(), lr
+        )
         window.record(step + 1, label_loss, loss)
-
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_per_tensor_(model.parameters(), flags.clip_gradient_norm)
-        optimizer.step()
         step += 1
         training_log.tick()
 
