@@ -7,6 +7,8 @@ release of the blocks still work."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,23 @@ def test_the_loader_counts_its_batches_in_advance(dataset, readers, start):
             start_batch=start,
         )
         assert loader.batch_count() == sum(1 for _ in loader)
+
+
+def test_with_skip_corrupt_records_a_file_damaged_in_its_lengths_counts_what_is_read(
+    dataset, tmp_path
+):
+    """Counting reads the length fields only; where one is damaged the reader skips the
+    rest of the file (--skip_corrupt_records), and the count says as much."""
+    data = bytearray(
+        Path(sorted(Path(dataset["frame"]["train"]).parent.glob("train*"))[0]).read_bytes()
+    )
+    length = int.from_bytes(data[:8], "little")
+    data[16 + length + 3] ^= 0xFF  # the length field of the second record
+    (tmp_path / "damaged.tfrecord").write_bytes(data)
+    pattern = str(tmp_path / "damaged.tfrecord")
+    loader = make_loader(
+        flags("--num_readers=0", "--skip_corrupt_records", "--batch_size=1", "--num_epochs=1"),
+        pattern,
+        training=True,
+    )
+    assert loader.batch_count() == sum(1 for _ in loader) == 1

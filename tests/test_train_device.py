@@ -277,3 +277,26 @@ def test_predictions_are_handed_out_one_forward_pass_behind(monkeypatch):
             expected = model(batch["inputs"], batch["num_frames"], step_key(base, k))
         calls.pop()
         torch.testing.assert_close(probabilities, expected)
+
+
+def test_a_rank_whose_share_ends_early_reads_it_again_until_the_common_last_step(
+    monkeypatch, caplog
+):
+    """Under torchrun every rank trains until the step all ranks' batch counts allow; only
+    records dropped by --skip_corrupt_records can end a share earlier than counted: that
+    rank then reads its share again from the start (with a warning), in step with the rest."""
+    from yt8m.distributed import Process
+
+    made = []
+
+    def loader(flags, pattern, *, start_batch, **kwargs):
+        made.append(start_batch)
+        return [{"n": start_batch + i} for i in range(3 - start_batch)]
+
+    monkeypatch.setattr(train_module, "make_loader", loader)
+    process = Process(rank=1, world_size=2, local_rank=1, device=torch.device("cpu"))
+    batches = train_module._Batches(tiny_flags("unused", "unused"), process, start_batch=1)
+    got = [batches.next(step, last_step=6)[0]["n"] for step in range(1, 6)]
+    assert got == [1, 2, 0, 1, 2] and made == [1, 0]
+    assert "data ended at step 3, before step 6" in caplog.text
+    assert batches.next(6, last_step=6) is None and made == [1, 0]  # the end: no new pass

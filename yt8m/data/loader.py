@@ -45,6 +45,7 @@ from yt8m.data.batch_memory import (
 )
 from yt8m.data.records import parse_frame_record, parse_video_record
 from yt8m.data.tfrecord import (
+    CorruptRecordError,
     Payload,
     ReadStats,
     count_records,
@@ -104,9 +105,21 @@ class ReadPlan:
         records = 0
         for epoch in range(self.epochs):
             for path, offset, stride in self.shares(epoch, worker):
-                n = counts.setdefault(path, count_records(path))
-                records += len(range((-offset) % stride, n, stride))
+                if path not in counts:
+                    counts[path] = _record_count(path, self.skip_corrupt)
+                records += len(range((-offset) % stride, counts[path], stride))
         return math.ceil(records / self.batch_size)
+
+
+def _record_count(path: str, skip_corrupt: bool) -> int:
+    """Records of `path`, from its length fields; with `skip_corrupt`, in a file whose length
+    fields are damaged, the records the reader will yield (it stops at the damage)."""
+    try:
+        return count_records(path)
+    except CorruptRecordError:
+        if not skip_corrupt:
+            raise
+        return sum(1 for _ in read_record_views(path, True, ReadStats()))
 
 
 def _round_robin_resume(batch_counts: list[int], start_batch: int) -> tuple[tuple[int, ...], int]:
