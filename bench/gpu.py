@@ -252,7 +252,10 @@ class Bench:
         model = build_model(flags).to(device).train()
         parameters = count_trainable_parameters(model)
         optimizer = build_optimizer(model.parameters(), flags.optimizer, flags.base_learning_rate)
-        trained = torch.compile(model, backend=args.compile_backend) if compiled else model
+        trained = model
+        if compiled:
+            torch._dynamo.reset()  # no row inherits another's graphs (nor their recompile limit)
+            trained = torch.compile(model, backend=args.compile_backend)
         loss_fn = get_loss(flags.label_loss, flags.alpha)
         keys = KeyStream(sampling_base(0), 0, device)
         lr = flags.base_learning_rate
