@@ -151,7 +151,7 @@ def _timed(fn: Callable[[], object], device: torch.device, repeats: int) -> floa
 
 def measured_peaks(device: torch.device, tiny: bool) -> Peaks:
     """Best of a few square matmuls (bf16, fp32) and of a device copy."""
-    n, mib = (256, 32) if tiny else (8192, 1024)
+    n, mib = (1024, 64) if tiny else (8192, 1024)
     rates = []
     for dtype in (torch.bfloat16, torch.float32):
         a = torch.randn(n, n, device=device, dtype=dtype)
