@@ -75,6 +75,7 @@ from yt8m.flags import Flags, parse_flags  # noqa: E402
 from yt8m.inference import infer  # noqa: E402
 from yt8m.metrics import gap  # noqa: E402
 from yt8m.models import build_model, count_trainable_parameters  # noqa: E402
+from yt8m.models.sampling import KeyStream, sampling_base  # noqa: E402
 from yt8m.seed_models import SEED_MODELS  # noqa: E402
 from yt8m.train import train  # noqa: E402
 
@@ -112,11 +113,11 @@ DISTILL = ["--distill_weight=0.5"]  # miha-skalic's default mix of labels and so
 def validation_predictions(path: str | Path, pattern: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(probabilities, labels) of every validation video for a train_dir or exported file."""
     model, checkpoint = restore_model(path, -1, parse_flags([]), "cpu")
-    generator = torch.Generator().manual_seed(0)
+    keys = KeyStream(sampling_base(0, 0, "predict"), 0, "cpu")
     predictions, labels = [], []
     with torch.no_grad():
         for batch in make_loader(checkpoint.flags, pattern, training=False, batch_size=256):
-            predictions.append(model(batch["inputs"], batch["num_frames"], generator))
+            predictions.append(model(batch["inputs"], batch["num_frames"], keys.next()))
             labels.append(batch["labels"])
     return torch.cat(predictions), torch.cat(labels)
 

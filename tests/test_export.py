@@ -17,6 +17,7 @@ from yt8m.evaluate import evaluate
 from yt8m.export import ExportError, load_exported_model, main, write_export
 from yt8m.flags import parse_flags
 from yt8m.inference import infer
+from yt8m.models.sampling import sampling_base
 from yt8m.train import train
 
 # The stated tolerance: the largest change of a probability from float32 weights. Measured
@@ -55,8 +56,7 @@ def predictions(train_dir_or_file, patterns) -> torch.Tensor:
     out = []
     with torch.no_grad():
         for batch in make_loader(checkpoint.flags, patterns["validate"], training=False):
-            generator = torch.Generator().manual_seed(0)
-            out.append(model(batch["inputs"], batch["num_frames"], generator))
+            out.append(model(batch["inputs"], batch["num_frames"], sampling_base(0)))
     return torch.cat(out)
 
 

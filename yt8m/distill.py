@@ -34,6 +34,7 @@ from yt8m.ema import prediction_state
 from yt8m.errors import YT8MError
 from yt8m.flags import Flags
 from yt8m.models.registry import build_model
+from yt8m.models.sampling import step_key
 from yt8m.submission import read_submission_chunks
 
 log = logging.getLogger(__name__)
@@ -158,18 +159,18 @@ class SoftTargets:
         video_ids: list[str],
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None,
+        key: torch.Tensor | None,
     ) -> torch.Tensor:
-        """float32 ``[B, num_classes]`` on the inputs' device. Teachers sample frames from
-        their own generator, seeded from `generator`'s seed (a resumed run draws the same)."""
+        """float32 ``[B, num_classes]`` on the inputs' device. Teachers sample their frames
+        with a key of their own made from the step's sampling `key` (``step_key(key, 1)``:
+        a resumed run draws the same; None: random)."""
         total = None
         if self.table is not None:
             total = self.table.lookup(video_ids).to(inputs.device, non_blocking=True)
         if self.teachers:
-            draws = torch.Generator(device=inputs.device)
-            draws.manual_seed((generator.initial_seed() if generator else 0) + 1)
+            teacher_key = step_key(key, 1) if key is not None else None
             for teacher in self.teachers:
-                p = teacher(inputs, num_frames, draws).float()
+                p = teacher(inputs, num_frames, teacher_key).float()
                 total = p if total is None else total + p
         return total / self.count
 

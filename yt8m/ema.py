@@ -76,11 +76,11 @@ class WeightAverage:
             model.load_state_dict(own)
 
     def recalibrate_batch_norm(
-        self, model: nn.Module, batches: Iterable[dict], generator: torch.Generator | None
+        self, model: nn.Module, batches: Iterable[dict], sampling_base: torch.Tensor | None
     ) -> None:
         """`yt8m.batchnorm.recalibrate_batch_norm` for the averaged weights."""
         with self.swapped_in(model):
-            recalibrate_batch_norm(model, batches, generator)
+            recalibrate_batch_norm(model, batches, sampling_base)
 
 
 def for_training(

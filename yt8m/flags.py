@@ -160,8 +160,12 @@ class Flags:
     output_file: str = _flag("", "Submission CSV to write (.gz compresses).", "inference")
 
     # ---- system -----------------------------------------------------------
-    device: str = _flag("auto", "cpu, cuda, cuda:N or auto (new).", "system")
-    amp: bool = _flag(False, "bfloat16 autocast on a GPU (new).", "system")
+    device: str = _flag(
+        "auto", "cpu, cuda, cuda:N or auto; under torchrun GPU N + LOCAL_RANK (new).", "system"
+    )
+    amp: bool = _flag(
+        False, "bfloat16 autocast of the forward pass; float32 probabilities (new).", "system"
+    )
     compile: bool = _flag(False, "torch.compile the model (new).", "system")
     progress: bool = _flag(True, "Show progress bars (new).", "system")
 

@@ -23,9 +23,10 @@ from yt8m.losses import get_loss
 
 
 class Objective:
-    """``objective(model, predictions, labels, batch, inputs, num_frames, generator) ->
+    """``objective(model, predictions, labels, batch, inputs, num_frames, key) ->
     (label loss, total loss)``, scalars; `model` is the bare module that made `predictions`
-    (``[B, num_classes]``) from `inputs` in this step, `labels` the batch's on their device."""
+    (``[B, num_classes]``) from `inputs` with the sampling `key` in this step, `labels` the
+    batch's on their device."""
 
     def __init__(self, flags: Flags, device: torch.device) -> None:
         self.label_loss = get_loss(flags.label_loss, flags.alpha)
@@ -40,11 +41,11 @@ class Objective:
         batch: dict,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None = None,
+        key: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         targets = None
         if self.soft_targets is not None:
-            targets = self.soft_targets(batch["video_ids"], inputs, num_frames, generator)
+            targets = self.soft_targets(batch["video_ids"], inputs, num_frames, key)
         auxiliary = getattr(model, "auxiliary_predictions", list)()
         label = sum(self._label_loss(p.float(), labels, targets) for p in [predictions, *auxiliary])
         return label, label + self.penalty * model.regularization_loss()

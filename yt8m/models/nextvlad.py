@@ -1,7 +1,7 @@
 """NeXtVLAD and its mixture, as linrongc/youtube-8m builds them (successors.md §3).
 
 Both read every row of the batch (no frame sampling): ``forward(inputs [B, T, D],
-num_frames int64 [B], generator=None) -> probabilities [B, num_classes]`` with
+num_frames int64 [B], key=None) -> probabilities [B, num_classes]`` with
 ``inputs`` the loader's uint8 frames; each model applies its own input transform to all
 rows (`yt8m.data.features.PcaFrames` by default, the WILLOW frames `WillowFrames` with
 ``transform="willow"``). The first feature (rgb) and the others together (audio) each
@@ -189,8 +189,9 @@ class NeXtVLADModel(_AllFramesModel):
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None = None,
+        key: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """`key` (the sampling key) is accepted for the common interface: every row is read."""
         return self.classifier(self.branch(*self.prepare(inputs, num_frames)))
 
     def regularization_loss(self) -> torch.Tensor:
@@ -274,7 +275,7 @@ class MixNeXtVladModel(_AllFramesModel):
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None = None,
+        key: torch.Tensor | None = None,
     ) -> torch.Tensor:
         parts, mask = self.prepare(inputs, num_frames)
         mean = torch.cat([part.mean(1) for part in parts], dim=1)  # every row, as the original
