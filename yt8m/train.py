@@ -275,11 +275,13 @@ def training_step(
     batch: dict,
     key: torch.Tensor,
     lr: float,
+    ema: WeightAverage | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One update, nothing read back: forward (`trained`: the model, maybe wrapped in DDP,
     maybe compiled; bfloat16 autocast with ``--amp``) of a device `batch` with the
     sampling `key`, loss and penalty of the bare `model` (`objective`), backward,
-    per-tensor clipping, the optimizer's step at rate `lr`. Returns the device tensors
+    per-tensor clipping, the optimizer's step at rate `lr`, the EMA's update (``--ema_decay``)
+    if any. Returns the device tensors
     (predictions ``[B, num_classes]``, label loss, loss); `bench/gpu.py` times this same
     step."""
     set_learning_rate(optimizer, lr)
@@ -294,6 +296,8 @@ def training_step(
     loss.backward()
     clip_per_tensor_(model.parameters(), flags.clip_gradient_norm)
     optimizer.step()
+    if ema is not None:
+        ema.update()
     return predictions, label_loss, loss
 
 
@@ -404,10 +408,8 @@ def _train(flags: Flags, process: Process) -> nn.Module:
         host, on_device = batch
         lr = step_learning_rate(flags, step, process.world_size)
         predictions, label_loss, loss = training_step(
-            trained, model, optimizer, objective, flags, on_device, keys.next(), lr
+            trained, model, optimizer, objective, flags, on_device, keys.next(), lr, ema
         )
-        if ema is not None:
-            ema.update()
         window.record(step + 1, label_loss, loss)
         step += 1
         training_log.tick()
