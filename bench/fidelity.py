@@ -1,7 +1,7 @@
 """The seed's GRU and LSTM at full size against a float64 transcription of TensorFlow's cells.
 
 For each (built from the seed README's own command line, fresh weights): a few videos of
-L2-normalised random frames with lengths 300, 211, 57 and 1 (the LSTM reads 150 sampled
+random uint8 frames (through the model's input transform) with lengths 300, 211, 57 and 1 (the LSTM reads 150 sampled
 frames, as its seed command says) go through the model in float32 and through the numpy
 transcription of GRUCell / BasicLSTMCell / MultiRNNCell / dynamic_rnn that the tests use
 (`tests/test_models_recurrent.py`) in float64. Printed: the largest difference of the
@@ -35,6 +35,7 @@ from tests.test_models_recurrent import (  # noqa: E402
 )
 from yt8m.flags import parse_flags  # noqa: E402
 from yt8m.models import build_model  # noqa: E402
+from yt8m.models.sampling import sampling_base  # noqa: E402
 
 LENGTHS = [300, 211, 57, 1]
 
@@ -65,14 +66,14 @@ def measure(name: str, argv: list[str]) -> None:
     model = build_model(flags).eval()
     generator = torch.Generator().manual_seed(0)
     width = sum(size for _, size in flags.feature_list())
-    x = torch.nn.functional.normalize(
-        torch.randn(len(LENGTHS), 300, width, generator=generator), dim=2
-    )
     lengths = torch.tensor(LENGTHS)
-    x = x * (torch.arange(300) < lengths.unsqueeze(1)).unsqueeze(-1)
-    if model.random_frames:
-        x = model.sample(x, lengths, torch.Generator().manual_seed(1))
+    frames = torch.randint(0, 256, (len(LENGTHS), 300, width), generator=generator)
+    frames = (frames * (torch.arange(300) < lengths.unsqueeze(1)).unsqueeze(-1)).to(torch.uint8)
+    if model.random_frames:  # the model's own sampling and input transform
+        x = model.sample(frames, lengths, sampling_base(1))
         lengths = lengths.clamp_max(x.shape[1])
+    else:
+        x = model.input_transform.all_frames(frames, lengths)
     with torch.no_grad():
         ours = model.rnn(x, lengths).double().numpy()
     expected = reference(model.rnn, x, lengths)

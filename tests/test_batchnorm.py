@@ -12,6 +12,7 @@ from yt8m.data.synthetic import write_dataset
 from yt8m.errors import YT8MError
 from yt8m.flags import parse_flags
 from yt8m.models import build_model
+from yt8m.models.sampling import sampling_base
 
 
 def test_statistics_are_the_mean_of_the_batches_and_momentum_is_restored(tmp_path):
@@ -42,7 +43,7 @@ def test_statistics_are_the_mean_of_the_batches_and_momentum_is_restored(tmp_pat
     batches = list(
         itertools.islice(make_loader(flags, patterns["frame"]["train"], training=True), 3)
     )
-    seen = recalibrate_batch_norm(model, batches, torch.Generator().manual_seed(0))
+    seen = recalibrate_batch_norm(model, batches, sampling_base(0))
     assert seen == 3
     assert norm.momentum == momentum
     assert not model.training
@@ -116,23 +117,31 @@ MODELS_WITH_BATCH_NORM = [
     ["--model=NetVLADModelLF", "--frame_features", "--netvlad_relu"],  # hidden-layer norm
     ["--model=DbofModel", "--frame_features"],
     ["--model=GatedDbofModelLF", "--frame_features"],
+    ["--model=GruModel", "--frame_features", "--gru_cells=3"],  # the gated MoE's norm
     ["--model=MoeModel"],
 ]
 
 
 def _model_and_batch(argv: list[str], videos: int):
     """A tiny model in eval mode whose moving averages differ from any one batch's
-    statistics, and a batch of `videos` videos."""
+    statistics, and a batch of `videos` videos (the loader's uint8 frames for a frame-level
+    model, float features for a video-level one)."""
     flags = parse_flags([*argv, *TINY])
     torch.manual_seed(0)
     model = build_model(flags)
     shape = (4, 10, 12) if flags.frame_features else (4, 12)
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    if flags.frame_features:
+        x = torch.randint(0, 256, shape, generator=gen).to(torch.uint8)
+        warm_up = x // 2 + 100  # other statistics than x's
+    else:
+        x = torch.randn(shape, generator=gen)
+        warm_up = 2 * x + 1
     num_frames = torch.tensor([10, 4, 7, 1])
     model.train()
     with torch.no_grad():
         for seed in range(3):
-            model(2 * x + 1, num_frames, torch.Generator().manual_seed(seed))
+            model(warm_up, num_frames, sampling_base(seed))
     return model.eval(), x[:videos], num_frames[:videos]
 
 
@@ -142,21 +151,21 @@ def test_batch_statistics_predict_as_a_training_forward_and_keep_the_moving_aver
     """docs/fidelity.md §6.3: with `batch`, every batch norm uses the statistics of the batch
     being predicted (the original's inference.py ran its training graph), the moving
     averages stay as they are and nothing else changes: the predictions are those of a
-    training-mode forward over the same frames. A batch of one video works as in
-    TensorFlow (variance 0)."""
+    training-mode forward over the same frames (the same sampling key). A batch of one
+    video works as in TensorFlow (variance 0)."""
     model, x, num_frames = _model_and_batch(argv, videos)
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
-        moving = model(x, num_frames, torch.Generator().manual_seed(5))
+        moving = model(x, num_frames, sampling_base(5))
         with batch_norm_statistics(model, "batch"):
-            got = model(x, num_frames, torch.Generator().manual_seed(5))
+            got = model(x, num_frames, sampling_base(5))
     for key, value in model.state_dict().items():
         assert torch.equal(value, saved[key]), key
     assert not any(m.training for m in model.modules())
     assert all(m.track_running_stats for m in model.modules() if hasattr(m, "running_mean"))
     model.train()
     with torch.no_grad():
-        expected = model(x, num_frames, torch.Generator().manual_seed(5))
+        expected = model(x, num_frames, sampling_base(5))
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
     assert not torch.allclose(got, moving, rtol=1e-3, atol=1e-4)
 
@@ -165,9 +174,9 @@ def test_moving_statistics_change_nothing_and_other_values_are_errors():
     """docs/fidelity.md §6.3: `moving` (the default) is the original's eval.py."""
     model, x, num_frames = _model_and_batch(MODELS_WITH_BATCH_NORM[0], 4)
     with torch.no_grad():
-        plain = model(x, num_frames, torch.Generator().manual_seed(5))
+        plain = model(x, num_frames, sampling_base(5))
         with batch_norm_statistics(model, "moving"):
-            moving = model(x, num_frames, torch.Generator().manual_seed(5))
+            moving = model(x, num_frames, sampling_base(5))
     assert torch.equal(plain, moving)
     with pytest.raises(YT8MError, match="--batch_norm_statistics='running'.*moving, batch"):
         with batch_norm_statistics(model, "running"):

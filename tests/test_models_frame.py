@@ -1,14 +1,21 @@
-"""Frame-level models: batch-norm statistics, gradients, initialisers (fidelity.md §3, §4;
-the recurrent models: tests/test_models_recurrent.py)."""
+"""Frame-level models: batch-norm statistics, gradients, initialisers, the input transform
+of the rows they read (fidelity.md §2, §3, §4; the recurrent cells and their lengths:
+tests/test_models_recurrent.py).
+
+Most tests feed float frames that are already model inputs, through `Given` (a transform
+that passes the rows on); `test_models_transform_only_the_rows_they_read` checks the
+loader's uint8 frames through the default transform against that.
+"""
 
 import math
 
 import pytest
 import torch
 
+from yt8m.data.features import FrameTransform, WillowFrames
 from yt8m.models import frame_level as fl
 from yt8m.models.classifiers import ClassifierSpec
-from yt8m.models.sampling import sample_frames
+from yt8m.models.sampling import sample_frames, sampling_base
 
 V = 5
 SIZES = (6, 3)  # a small "rgb" and "audio"
@@ -19,18 +26,38 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def key(seed: int = 0) -> torch.Tensor:
+    """A frame-sampling key."""
+    return sampling_base(seed)
+
+
+class Given(FrameTransform):
+    """The rows as they are: the test hands the model its float input frames."""
+
+    def forward(self, parts, real):
+        return list(parts)
+
+
+def given(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` reading float frames that are already model inputs."""
+    model.input_transform = Given()
+    return model
+
+
 def batch(num_frames: list[int], max_frames: int = 10, width: int = 9, seed: int = 0):
-    """Frames with random real rows and zero padding rows, as `model_inputs` gives them."""
+    """Float frames with random real rows and zero padding rows, as a transform gives them."""
     x = torch.randn(len(num_frames), max_frames, width, generator=gen(seed))
     lengths = torch.tensor(num_frames)
     x = x * (torch.arange(max_frames).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1)
     return x, lengths
 
 
-def tiny_models(add_batch_norm: bool = True) -> dict[str, torch.nn.Module]:
+def tiny_models(add_batch_norm: bool = True, transform: bool = False) -> dict[str, torch.nn.Module]:
+    """The pooling models in miniature, reading float input frames (`Given`), or with their
+    own transform of uint8 frames when `transform`."""
     torch.manual_seed(0)
     common = {"iterations": 7, "add_batch_norm": add_batch_norm}
-    return {
+    models = {
         "netvlad": fl.NetVLADModelLF(
             V, SIZES, cluster_size=4, hidden_size=8, relu=False, gating=True,
             gating_remove_diag=True, classifier=GATED_MOE, **common,
@@ -54,6 +81,7 @@ def tiny_models(add_batch_norm: bool = True) -> dict[str, torch.nn.Module]:
         "dbof_lf_relu": fl.DbofModelLF(V, SIZES, cluster_size=16, hidden_size=8, **common),
         "dbof": fl.DbofModel(V, 9, cluster_size=16, hidden_size=8, pooling="average", **common),
     }  # fmt: skip
+    return models if transform else {name: given(m) for name, m in models.items()}
 
 
 def test_input_batch_norm_uses_all_sampled_frames_with_slim_settings():
@@ -61,8 +89,8 @@ def test_input_batch_norm_uses_all_sampled_frames_with_slim_settings():
     the moving variance moves towards the batch's biased variance (TensorFlow 1.0's slim)."""
     model = tiny_models()["netvlad"].train()
     x, lengths = batch([3, 10, 6])
-    sampled = sample_frames(x, lengths, 7, random_frames=True, generator=gen(4)).reshape(-1, 9)
-    model(x, lengths, gen(4))
+    sampled = sample_frames(x, lengths, 7, random_frames=True, key=key(4)).reshape(-1, 9)
+    model(x, lengths, key(4))
     norm = model.input_norm
     assert norm.eps == 1e-3 and norm.momentum == 0.001 and norm.affine
     torch.testing.assert_close(norm.running_mean, 0.001 * sampled.mean(0))
@@ -71,12 +99,12 @@ def test_input_batch_norm_uses_all_sampled_frames_with_slim_settings():
     assert not torch.allclose(norm.running_mean, 0.001 * x.reshape(-1, 9).mean(0))
     # Each branch normalised on its own equals one batch norm over all channels, sliced.
     model.input_norm.reset_running_stats()
-    index = model.sample_indices(x, lengths, gen(4))
+    video, audio = model.sampled_parts(x, lengths, key(4), [(0, 6), (6, 9)])
     full = torch.nn.functional.batch_norm(
         sampled, None, None, norm.weight, norm.bias, training=True, eps=1e-3
     ).view(3, 7, 9)
-    torch.testing.assert_close(model.branch_frames(x, index, 0, 6), full[..., :6])
-    torch.testing.assert_close(model.branch_frames(x, index, 6, 9), full[..., 6:])
+    torch.testing.assert_close(model.branch_norm(video, 0, 6), full[..., :6])
+    torch.testing.assert_close(model.branch_norm(audio, 6, 9), full[..., 6:])
 
 
 def test_evaluation_uses_the_running_statistics():
@@ -84,10 +112,10 @@ def test_evaluation_uses_the_running_statistics():
     x, lengths = batch([10, 10])
     with torch.no_grad():
         model.input_norm.running_mean.fill_(0.5)
-    before = model(x, lengths, gen(1))
+    before = model(x, lengths, key(1))
     with torch.no_grad():
         model.input_norm.running_mean.fill_(-0.5)
-    assert not torch.allclose(before, model(x, lengths, gen(1)))
+    assert not torch.allclose(before, model(x, lengths, key(1)))
     assert model.input_norm.num_batches_tracked == 0
 
 
@@ -95,7 +123,7 @@ def test_evaluation_uses_the_running_statistics():
 def test_gradients_reach_every_parameter(add_batch_norm):
     x, lengths = batch([3, 10, 6, 1])
     for name, model in tiny_models(add_batch_norm).items():
-        p = model.train()(x, lengths, gen())
+        p = model.train()(x, lengths, key())
         assert p.shape == (4, V) and ((p >= 0) & (p <= 1)).all(), name
         (p.log().sum() + model.regularization_loss()).backward()
         for pname, param in model.named_parameters():
@@ -122,7 +150,7 @@ def test_original_initialisers():
 
 
 def test_frame_level_logistic_averages_real_frames():
-    model = fl.FrameLevelLogisticModel(V, 9).double()
+    model = given(fl.FrameLevelLogisticModel(V, 9).double())
     x, lengths = batch([3, 10, 0])
     x = x.double()
     expected = torch.stack([x[0, :3].mean(0), x[1].mean(0), torch.zeros(9, dtype=torch.float64)])
@@ -141,3 +169,46 @@ def test_a_training_batch_of_one_row_normalises_as_tensorflow():
     torch.testing.assert_close(out, norm.bias.detach().unsqueeze(0), rtol=0, atol=1e-4)
     torch.testing.assert_close(norm.running_var, torch.full((3,), 0.999))
     torch.testing.assert_close(norm.running_mean, 0.001 * torch.tensor([3.0, -7.0, 0.25]))
+
+
+# ---- the input transform: uint8 rows in, only the rows read are transformed -----------
+
+
+def uint8_batch(num_frames: list[int], max_frames: int = 10, width: int = 9, seed: int = 0):
+    """Loader-like uint8 frames: random real rows, zero bytes after each video's length."""
+    q = torch.randint(0, 256, (len(num_frames), max_frames, width), generator=gen(seed))
+    lengths = torch.tensor(num_frames)
+    real = torch.arange(max_frames).unsqueeze(0) < lengths.unsqueeze(1)
+    return (q * real.unsqueeze(-1)).to(torch.uint8), lengths
+
+
+def all_models(transform: bool) -> dict[str, torch.nn.Module]:
+    models = tiny_models(transform=transform)
+    torch.manual_seed(1)
+    models.update(
+        logistic=fl.FrameLevelLogisticModel(V, 9),
+        gru=fl.GruModel(V, 9, cells=4, layers=2, backward=True),
+        lstm_random=fl.LstmModel(V, 9, cells=4, layers=2, iterations=6, random_frames=True),
+    )
+    if not transform:
+        for name in ("logistic", "gru", "lstm_random"):
+            given(models[name])
+    return models
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_models_transform_only_the_rows_they_read(mode):
+    """fidelity.md §2: the model input is every frame dequantized and L2-normalised, padding
+    rows 0. Sampling the uint8 rows and transforming them (per branch, one norm over all
+    channels) gives what transforming every frame and sampling the result gives."""
+    q, lengths = uint8_batch([3, 10, 0, 1, 7])
+    frames = WillowFrames().all_frames(q, lengths)
+    assert frames.dtype == torch.float32 and (frames[2] == 0).all()
+    own, reference = all_models(transform=True), all_models(transform=False)
+    for name, model in own.items():
+        assert isinstance(model.input_transform, WillowFrames), name
+        getattr(model, mode)()
+        getattr(reference[name], mode)()
+        torch.testing.assert_close(
+            model(q, lengths, key(5)), reference[name](frames, lengths, key(5)), msg=name
+        )

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from yt8m.data.features import WillowFrames
 from yt8m.models import frame_level as fl
 from yt8m.models.recurrent import (
     BasicLSTMCell,
@@ -14,7 +15,7 @@ from yt8m.models.recurrent import (
     RecurrentCheckpointError,
     StackedRNN,
 )
-from yt8m.models.sampling import sample_frames
+from yt8m.models.sampling import sample_frames, sampling_base
 from yt8m.optim import clip_per_tensor_
 
 V = 5
@@ -78,6 +79,17 @@ def frames(lengths: list[int], steps: int = 7, width: int = 6, seed: int = 0):
     return x * (torch.arange(steps) < n.unsqueeze(1)).unsqueeze(-1), n
 
 
+def uint8_frames(lengths: list[int], steps: int = 7, width: int = 6, seed: int = 0):
+    """The loader's uint8 frames (zero bytes after each length) and the model input that
+    the models' default transform makes of them (fidelity.md §2)."""
+    q = torch.randint(
+        0, 256, (len(lengths), steps, width), generator=torch.Generator().manual_seed(seed)
+    )
+    n = torch.tensor(lengths)
+    q = (q * (torch.arange(steps) < n.unsqueeze(1)).unsqueeze(-1)).to(torch.uint8)
+    return q, n, WillowFrames().all_frames(q, n)
+
+
 def stack(cell: type, layers: int, width: int = 6, cells: int = 5) -> StackedRNN:
     torch.manual_seed(0)
     stacked = StackedRNN([cell(width if k == 0 else cells, cells) for k in range(layers)])
@@ -126,10 +138,10 @@ def test_frames_after_the_length_do_not_matter():
     torch.testing.assert_close(rnn(x, lengths), rnn(changed, lengths), rtol=0, atol=0)
 
 
-def model_representation(model, x, lengths, generator=None) -> torch.Tensor:
+def model_representation(model, inputs, lengths, key=None) -> torch.Tensor:
     seen = []
     handle = model.classifier.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
-    model(x, lengths, generator)
+    model(inputs, lengths, key)
     handle.remove()
     return seen[0]
 
@@ -139,11 +151,12 @@ def model_representation(model, x, lengths, generator=None) -> torch.Tensor:
 def test_two_layer_models_give_the_originals_representation(cls, backward):
     """docs/fidelity.md §4.4: the full two-layer models' classifier input is TensorFlow's
     final state (``[c1, h1, c2, h2]`` / ``[h1, h2]``) after each video's last real frame,
-    read forwards or backwards, to 1e-5."""
+    read forwards or backwards, to 1e-5; the loader's uint8 frames go through the model's
+    own input transform (fidelity.md §2)."""
     torch.manual_seed(0)
     model = cls(V, 6, cells=5, layers=2, backward=backward)
-    x, lengths = frames([7, 3, 1, 0], seed=1)
-    got = model_representation(model, x, lengths)
+    q, lengths, x = uint8_frames([7, 3, 1, 0], seed=1)
+    got = model_representation(model, q, lengths)
     for b, n in enumerate(lengths.tolist()):
         video = x[b : b + 1, :n].flip(1) if backward else x[b : b + 1, :n]
         expected = reference(model.rnn, video, torch.tensor([n]))
@@ -155,11 +168,9 @@ def test_lstm_random_frames_reads_iterations_frames_up_to_the_length():
     """docs/fidelity.md §3: `--lstm_random_sequence` reads `iterations` sampled frames."""
     torch.manual_seed(0)
     model = fl.LstmModel(V, 6, cells=4, layers=2, iterations=5, random_frames=True)
-    x, lengths = frames([3, 7])
-    got = model_representation(model, x, lengths, torch.Generator().manual_seed(2))
-    sampled = sample_frames(
-        x, lengths, 5, random_frames=True, generator=torch.Generator().manual_seed(2)
-    )
+    q, lengths, x = uint8_frames([3, 7])
+    got = model_representation(model, q, lengths, sampling_base(2))
+    sampled = sample_frames(x, lengths, 5, random_frames=True, key=sampling_base(2))
     expected = reference(model.rnn, sampled, lengths.clamp_max(5))
     np.testing.assert_allclose(got.detach().numpy(), expected, atol=1e-5)
 
@@ -236,7 +247,7 @@ def test_cuda_computes_the_same_function_as_the_cpu(cls):
     off), forward and gradients."""
     torch.manual_seed(0)
     model = cls(V, 6, cells=5, layers=2)
-    x, lengths = frames([7, 3, 1, 0], seed=3)
+    x, lengths, _ = uint8_frames([7, 3, 1, 0], seed=3)
     results = []
     for device in ("cpu", "cuda"):
         model.zero_grad()
@@ -277,7 +288,7 @@ def test_compiled_models_run_the_steps_as_written():
     """docs/fidelity.md §4.4: `--compile` leaves the step loop eager (the same function)."""
     torch.manual_seed(0)
     model = fl.GruModel(V, 6, cells=4, layers=2)
-    x, lengths = frames([7, 3, 0])
+    x, lengths, _ = uint8_frames([7, 3, 0])
     torch._dynamo.reset()
     compiled = torch.compile(model, backend="eager")
     torch.testing.assert_close(compiled(x, lengths), model(x, lengths), rtol=0, atol=0)

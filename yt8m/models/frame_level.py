@@ -1,9 +1,13 @@
 """Frame-level models (fidelity.md §3, §4): the WILLOW models and the starter's.
 
-Every model: ``forward(inputs [B, T, D], num_frames int64 [B], generator=None) ->
-probabilities [B, num_classes]``. Frames are sampled inside, in training and
-evaluation alike (`sampling.py`); with ``deterministic_sampling = True`` evaluation
-mode takes evenly spaced frames instead. ``feature_sizes`` lists the concatenated
+Every model: ``forward(inputs [B, T, D], num_frames int64 [B], key=None) ->
+probabilities [B, num_classes]`` with ``inputs`` the loader's uint8 frames (zero rows after
+``num_frames``). Each model owns its input transform (``input_transform``, a
+`yt8m.data.features.FrameTransform`, the WILLOW input by default): a sampling model gathers
+the uint8 rows it samples and transforms only those, a model reading every row transforms
+them all. Frames are sampled inside, in training and evaluation alike (`sampling.py`), drawn
+by the sampling ``key`` (int64 ``[2]`` on the inputs' device; a random one when None); with
+``deterministic_sampling = True`` evaluation mode takes evenly spaced frames instead. ``feature_sizes`` lists the concatenated
 features (``(1024, 128)`` for rgb, audio): the first is the "video" branch, the rest
 together the "audio" branch (omitted when there is no second feature).
 
@@ -21,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from yt8m.data.features import FrameTransform, WillowFrames
 from yt8m.errors import YT8MError
 from yt8m.models.classifiers import ClassifierSpec, Logistic
 from yt8m.models.gating import ContextGating
@@ -42,20 +47,27 @@ MOE = ClassifierSpec()  # the original's default --video_level_classifier_model
 
 
 class FrameLevelModel(nn.Module):
-    """Frame sampling and the classifier's regularisation, shared by the models below."""
+    """Frame sampling, the input transform and the classifier's regularisation, shared by
+    the models below."""
 
-    def __init__(self, iterations: int, sample_random_frames: bool) -> None:
+    def __init__(
+        self,
+        iterations: int,
+        sample_random_frames: bool,
+        input_transform: FrameTransform | None = None,
+    ) -> None:
         super().__init__()
         self.iterations = iterations
         self.sample_random_frames = sample_random_frames
         self.deterministic_sampling = False
+        self.input_transform = input_transform if input_transform is not None else WillowFrames()
         self.classifier: nn.Module
 
     def sample_indices(
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None,
+        key: torch.Tensor | None,
     ) -> torch.Tensor:
         """``[B, iterations]`` indices of the frames to read (fidelity.md §3)."""
         return sample_indices(
@@ -64,17 +76,32 @@ class FrameLevelModel(nn.Module):
             inputs.shape[1],
             random_frames=self.sample_random_frames,
             evenly_spaced=self.deterministic_sampling and not self.training,
-            generator=generator,
+            key=key,
         )
+
+    def sampled_parts(
+        self,
+        inputs: torch.Tensor,
+        num_frames: torch.Tensor,
+        key: torch.Tensor | None,
+        bounds: list[tuple[int, int]],
+    ) -> list[torch.Tensor]:
+        """The sampled frames, transformed, as one float32 ``[B, iterations, stop - start]``
+        per channel range ``(start, stop)`` of `bounds` (consecutive, together all D
+        channels): the uint8 rows are gathered per range, then transformed together."""
+        index = self.sample_indices(inputs, num_frames, key)
+        real = index < num_frames.to(index.device).clamp(0, inputs.shape[1]).unsqueeze(1)
+        parts = [gather_frames(inputs, index, start, stop) for start, stop in bounds]
+        return self.input_transform(parts, real)
 
     def sample(
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None,
+        key: torch.Tensor | None,
     ) -> torch.Tensor:
-        """``[B, iterations, D]`` sampled frames."""
-        return gather_frames(inputs, self.sample_indices(inputs, num_frames, generator))
+        """``[B, iterations, D]`` sampled frames, transformed."""
+        return self.sampled_parts(inputs, num_frames, key, [(0, inputs.shape[-1])])[0]
 
     def regularization_loss(self) -> torch.Tensor:
         """``l2 * 0.5 * sum ||W||^2`` over the classifier's gate and expert weights."""
@@ -122,14 +149,11 @@ class PoolingModel(FrameLevelModel):
         self.gating = ContextGating(pooled, gating_remove_diag, add_batch_norm) if gating else None
         self.classifier = classifier.build(pooled, num_classes)
 
-    def branch_frames(
-        self, inputs: torch.Tensor, index: torch.Tensor, start: int, stop: int
-    ) -> torch.Tensor:
-        """Channels ``start:stop`` of the sampled frames after the input batch norm, as a
-        contiguous ``[B, N, stop - start]``. The norm is per channel, so normalising each
+    def branch_norm(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """The input batch norm of channels ``start:stop`` of the sampled frames ``x`` (a
+        contiguous ``[B, N, stop - start]``). The norm is per channel, so normalising each
         branch on its own equals normalising all channels (statistics over all B*N
         sampled frames) and slicing, without a full-width copy or gradient."""
-        x = gather_frames(inputs, index, start, stop)
         if self.input_norm is None:
             return x
         return self.input_norm.normalize(x.view(-1, stop - start), start, stop).view(x.shape)
@@ -138,13 +162,16 @@ class PoolingModel(FrameLevelModel):
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None = None,
+        key: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        index = self.sample_indices(inputs, num_frames, generator)
-        pooled = self.video_pooling(self.branch_frames(inputs, index, 0, self.video_size))
+        width = inputs.shape[-1]
+        bounds = [(0, self.video_size)]
         if self.audio_pooling is not None:
-            width = inputs.shape[-1]
-            audio = self.audio_pooling(self.branch_frames(inputs, index, self.video_size, width))
+            bounds.append((self.video_size, width))
+        frames = self.sampled_parts(inputs, num_frames, key, bounds)
+        pooled = self.video_pooling(self.branch_norm(frames[0], 0, self.video_size))
+        if self.audio_pooling is not None:
+            audio = self.audio_pooling(self.branch_norm(frames[1], self.video_size, width))
             pooled = torch.cat([pooled, audio], dim=1)
         h = self.hidden(pooled) if self.hidden is not None else pooled
         if self.gating is not None:
@@ -391,9 +418,9 @@ class DbofModel(FrameLevelModel):
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None = None,
+        key: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = self.sample(inputs, num_frames, generator)
+        x = self.sample(inputs, num_frames, key)
         if self.input_norm is not None:
             x = self.input_norm(x.view(-1, x.shape[-1])).view(x.shape)
         h = F.relu6(self.clusters(x)).view(x.shape[0], x.shape[1], -1)
@@ -414,10 +441,11 @@ class FrameLevelLogisticModel(FrameLevelModel):
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None = None,
+        key: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        counts = num_frames.to(inputs.device, inputs.dtype).clamp_min(1).unsqueeze(1)
-        return self.classifier(inputs.sum(1) / counts)
+        frames = self.input_transform.all_frames(inputs, num_frames)
+        counts = num_frames.to(frames.device, frames.dtype).clamp_min(1).unsqueeze(1)
+        return self.classifier(frames.sum(1) / counts)
 
 
 def reverse_sequences(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -454,13 +482,14 @@ class RecurrentModel(FrameLevelModel):
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None = None,
+        key: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = inputs
         lengths = num_frames.to(inputs.device).clamp(0, inputs.shape[1])
         if self.random_frames:
-            x = self.sample(inputs, lengths, generator)
+            x = self.sample(inputs, lengths, key)
             lengths = lengths.clamp_max(x.shape[1])
+        else:
+            x = self.input_transform.all_frames(inputs, lengths)
         if self.backward:
             x = reverse_sequences(x, lengths)
         # A video with no frame keeps the zero initial state, as TensorFlow's dynamic_rnn.
