@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.test_inference import TinySetup, run_torchrun
 from yt8m import evaluate
+from yt8m.batchnorm import batch_norm_statistics
 from yt8m.checkpoint import CheckpointError, restore_model
 from yt8m.data.loader import make_loader
 from yt8m.data.tfrecord import RecordError
@@ -32,13 +33,16 @@ def tiny(tmp_path_factory) -> TinySetup:
     return TinySetup(tmp_path_factory.mktemp("tiny"))
 
 
-def expected_metrics(tiny: TinySetup, train_dir, top_k: int) -> dict[str, float]:
-    """EvaluationMetrics fed here with the checkpoint model's deterministic predictions."""
+def expected_metrics(
+    tiny: TinySetup, train_dir, top_k: int, statistics: str = "moving"
+) -> dict[str, float]:
+    """EvaluationMetrics fed here with the checkpoint model's deterministic predictions
+    (batch norms with `statistics`, `yt8m.batchnorm.batch_norm_statistics`)."""
     flags = parse_flags(tiny.args(f"--train_dir={train_dir}"), "eval")
     model, _ = restore_model(train_dir, -1, flags, "cpu")
     model.deterministic_sampling = True
     metrics = EvaluationMetrics(flags.num_classes, top_k)
-    with torch.no_grad():
+    with torch.no_grad(), batch_norm_statistics(model, statistics):
         for batch in make_loader(flags, tiny.validate, training=False):
             num_frames = batch["num_frames"]
             probabilities = model(batch["inputs"], num_frames)
@@ -82,6 +86,23 @@ def test_run_once_reports_the_numbers_of_evaluation_metrics(tiny, tmp_path, caps
         (scalar,) = events.Scalars(f"eval/{name}")
         assert scalar.step == 7
         assert scalar.value == pytest.approx(expected[name], rel=1e-6), name
+
+
+def test_batch_statistics_in_evaluation_score_the_originals_inference(tiny, tmp_path):
+    """docs/fidelity.md §6.3: `eval --batch_norm_statistics=batch` scores predictions whose
+    batch norms use each batch's own statistics (the original's inference.py), and says so
+    in eval-STEP.json; the default `moving` (the original's eval.py) scores others."""
+    train_dir = tmp_path / "train"
+    tiny.save(step=5, train_dir=train_dir)
+    argv = eval_args(tiny, train_dir, "--run_once", "--top_k=4", "--batch_norm_statistics=batch")
+    assert evaluate.main(argv) == 0
+    saved = json.loads((train_dir / "eval" / "eval-5.json").read_text())
+    assert saved["batch_norm_statistics"] == "batch"
+    expected = expected_metrics(tiny, train_dir, 4, "batch")
+    for name in METRIC_NAMES:
+        assert saved[name] == pytest.approx(expected[name], rel=1e-9), name
+    moving = expected_metrics(tiny, train_dir, 4)
+    assert saved["avg_loss"] != pytest.approx(moving["avg_loss"], rel=1e-4)
 
 
 def test_check_point_selects_a_step(tiny, tmp_path):

@@ -28,6 +28,9 @@ TF_PARAMETERS = [
     ids=lambda v: flag_value(v, "train_dir") if isinstance(v, list) else str(v),
 )
 def test_seed_models_have_the_original_parameter_count(argv, tf_count):
+    """docs/fidelity.md §7: each seed command's model at full size, built on `meta`, has
+    exactly the original graph's trainable parameters (GRU and LSTM included: one kernel
+    and one bias per gate, 4.4)."""
     flags = parse_flags(argv, "train")
     with torch.device("meta"):
         model = build_model(flags)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from yt8m.flags import parse_flags
 from yt8m.optim import (
     OptimizerError,
     build_optimizer,
@@ -214,3 +215,57 @@ def test_adam_state_of_plain_pytorch_adam_resumes_at_its_step():
     group = resumed.param_groups[0]
     assert group["tensorflow_steps"] == 3
     assert group["eps"] == pytest.approx(1e-8 / (1 - 0.999**3) ** 0.5, rel=1e-12)
+
+
+# ---- the training step clips by the original's variables ---------------------------------
+
+STEP_MODELS = {
+    "gru": ["--model=GruModel", "--gru_cells=3"],
+    "lstm": ["--model=LstmModel", "--lstm_cells=3", "--lstm_random_sequence", "--iterations=4"],
+    "netvlad": ["--model=NetVLADModelLF", "--netvlad_cluster_size=4", "--netvlad_hidden_size=3"],
+}
+
+
+@pytest.mark.parametrize("model", sorted(STEP_MODELS))
+def test_the_training_step_clips_every_variable_on_its_own(model):
+    """docs/fidelity.md §5.5: `train.training_step` clips each gradient tensor on its own,
+    and every tensor is one of the original's variables (a recurrent kernel's input and
+    state rows together). With a clip norm far below every gradient's, each gradient ends
+    at exactly that norm: a kernel's as a whole (its two row blocks clipped apart would
+    leave it up to sqrt(2) times the norm)."""
+    from yt8m.models import build_model
+    from yt8m.models.sampling import sampling_base
+    from yt8m.objective import Objective
+    from yt8m.train import training_step
+
+    flags = parse_flags(
+        [
+            *STEP_MODELS[model],
+            "--frame_features",
+            "--feature_names=rgb,audio",
+            "--feature_sizes=4,2",
+            "--num_classes=5",
+            "--clip_gradient_norm=1e-6",
+            "--optimizer=GradientDescentOptimizer",
+        ],
+        "train",
+    )
+    torch.manual_seed(0)
+    net = build_model(flags)
+    lengths = torch.tensor([7, 3, 1])
+    frames = torch.randint(0, 256, (3, 7, 6), generator=torch.Generator().manual_seed(0))
+    real = (torch.arange(7) < lengths.unsqueeze(1)).unsqueeze(-1)
+    batch = {
+        "inputs": (frames * real).to(torch.uint8),
+        "num_frames": lengths,
+        "labels": torch.eye(5, dtype=torch.bool)[[0, 3, 4]],
+    }
+    optimizer = build_optimizer(net.parameters(), flags.optimizer, 0.0)
+    objective = Objective(flags, torch.device("cpu"))
+    training_step(net, net, optimizer, objective, flags, batch, sampling_base(0), 0.0)
+    norms = {name: p.grad.norm().item() for name, p in net.named_parameters()}
+    for name, norm in norms.items():
+        assert norm == pytest.approx(1e-6, rel=1e-5), name
+    if model != "netvlad":
+        kernels = [name for name in norms if name.startswith("rnn.") and "kernel" in name]
+        assert len(kernels) == (2 if model == "lstm" else 4)
