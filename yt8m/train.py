@@ -18,6 +18,11 @@ and random states come back from the checkpoint. Model flags come from the
 checkpoint being resumed (a differing command line value gives a warning);
 training flags come from the command line.
 
+Fine-tuning on the 2019 rated segments (``--segment_labels``): the batches are rated
+segments (`yt8m.segments.batches`) and the loss takes their label weights, so only rated
+classes count; ``--start_from`` starts a new train_dir from another run's checkpoint
+(`yt8m.segments.start_from`).
+
 Under ``torchrun`` every rank trains a DistributedDataParallel replica on its own
 shards; rank 0 alone writes checkpoints and TensorBoard logs.
 """
@@ -70,6 +75,8 @@ from yt8m.optim import (
     learning_rate,
     set_learning_rate,
 )
+from yt8m.segments.batches import rated_segment_loader
+from yt8m.segments.start_from import pretrained_start
 
 log = logging.getLogger("yt8m.train")
 
@@ -221,6 +228,9 @@ def _model_and_optimizer(
     When resuming, the model flags of the returned `flags` are the checkpoint's.
     """
     checkpoint = _start_or_resume(flags, process)
+    start = None
+    if flags.start_from:  # fine-tuning (yt8m.segments.start_from)
+        flags, start = pretrained_start(flags, checkpoint, warn=process.is_main)
     if checkpoint is not None:
         if process.is_main:
             warn_flag_differences(flags, checkpoint)
@@ -230,6 +240,8 @@ def _model_and_optimizer(
     model = build_model(flags).to(process.device)
     optimizer = build_optimizer(model.parameters(), flags.optimizer, flags.base_learning_rate)
     if checkpoint is None:
+        if start is not None:
+            model.load_state_dict(start.model_state)
         return flags, model, optimizer, 0
     model.load_state_dict(checkpoint.model_state)
     optimizer.load_state_dict(checkpoint.optimizer_state)
@@ -250,8 +262,9 @@ def _train(flags: Flags, process: Process) -> nn.Module:
     if flags.compile:
         trained = torch.compile(trained)
     sampling = torch.Generator(device=device)
+    make_batches = rated_segment_loader if flags.segment_labels else make_loader
     batches = iter(
-        make_loader(
+        make_batches(
             flags,
             flags.train_data_pattern,
             training=True,
@@ -303,7 +316,7 @@ def _train(flags: Flags, process: Process) -> nn.Module:
 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=flags.amp):
             predictions = trained(model_inputs(inputs, num_frames), num_frames, sampling)
-        label_loss = label_loss_fn(predictions.float(), labels)
+        label_loss = label_loss_fn(predictions.float(), labels, batch.get("label_weights"))
         loss = label_loss + flags.regularization_penalty * model.regularization_loss()
 
         losses = mean_over_ranks(torch.stack([label_loss.detach(), loss.detach()]), process)
@@ -330,7 +343,7 @@ def _train(flags: Flags, process: Process) -> nn.Module:
 
     training_log.close()
     if flags.recalibrate_batch_norm > 0 and process.is_main:
-        loader = make_loader(flags, flags.train_data_pattern, training=True)
+        loader = make_batches(flags, flags.train_data_pattern, training=True)
         recalibrate_batch_norm(
             model, itertools.islice(loader, flags.recalibrate_batch_norm), sampling
         )
