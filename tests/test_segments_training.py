@@ -1,7 +1,6 @@
 """Fine-tuning on rated segments: label weights, --start_from, torchrun (successors.md §2)."""
 
 import logging
-import os
 
 import pytest
 import torch
@@ -9,7 +8,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import yt8m.train
 from tests.segment_data import FEATURE_FLAGS, rated, write_records
-from tests.test_distributed import _free_port
 from yt8m.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
 from yt8m.flags import parse_flags
 from yt8m.losses import get_loss
@@ -181,32 +179,3 @@ def test_start_from_errors_name_the_flag_and_the_checkpoint(data, pretrained, tm
     ]
     with pytest.raises(SegmentError, match="--start_from=.* was trained on .*'4,2'"):
         train(parse_flags(sizes, "train"))
-
-
-def _finetune_rank(rank, world_size, port, argv, out):
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        OMP_NUM_THREADS="1",
-    )
-    torch.set_num_threads(1)
-    model = train(parse_flags(argv, "train"))
-    torch.save(model.state_dict(), f"{out}/rank{rank}.pt")
-
-
-def test_two_gloo_processes_finetune_to_identical_weights(data, pretrained, tmp_path):
-    argv = finetune_argv(data, pretrained, tmp_path / "fine", "--max_steps=3")
-    torch.multiprocessing.spawn(
-        _finetune_rank, args=(2, _free_port(), argv, str(tmp_path)), nprocs=2, join=True
-    )
-    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    for name in rank0:
-        assert torch.equal(rank0[name], rank1[name]), name
-    saved = load_checkpoint(latest_checkpoint(tmp_path / "fine"))
-    assert saved.step == 3 and saved.training_state["world_size"] == 2
-    start = load_checkpoint(latest_checkpoint(pretrained)).model_state
-    assert any(not torch.equal(saved.model_state[n], start[n]) for n in start)

@@ -105,9 +105,10 @@ class TopKPerClass:
         self.counts = np.zeros(columns, np.int64)
         self.thresholds = np.full(columns, _NO_THRESHOLD, np.int64)
 
-    def add(self, scores: np.ndarray, ids: np.ndarray) -> None:
+    def add(self, scores: np.ndarray, ids: np.ndarray, names: list[str] | None = None) -> None:
         """Offer float32 `scores` ``[N, W]`` of the segments `ids` (int64 ``[N]``, each in
-        ``0..MAX_ID``). A NaN score is an error naming the segment's id."""
+        ``0..MAX_ID``). A NaN score is an error naming the segment (``names[row]``, or
+        its id)."""
         scores = np.ascontiguousarray(scores, np.float32)
         ids = np.ascontiguousarray(ids, np.int64)
         if scores.ndim != 2 or scores.shape != (len(ids), self.keys.shape[0]):
@@ -116,7 +117,8 @@ class TopKPerClass:
             raise SegmentError(f"segment ids must lie in 0..{MAX_ID}; got {ids.min()}..{ids.max()}")
         bad = _select(scores.view(np.uint32), ids, self.keys, self.counts, self.thresholds, self.k)
         if bad >= 0:
-            raise SegmentError(f"the scores of segment {int(ids[bad])} hold NaN")
+            name = names[bad] if names is not None else int(ids[bad])
+            raise SegmentError(f"the scores of segment {name} hold NaN")
 
     def result(self) -> Selection:
         """The kept keys of every class, best first, sorted in place (no copy of the
