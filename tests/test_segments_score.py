@@ -236,3 +236,25 @@ def test_conflicting_ratings_and_no_ratings_are_errors(tmp_path):
     plain = write_records(tmp_path / "plain.tfrecord", [("p", 10, None)])
     with pytest.raises(SegmentError, match="no rated segment in .*plain"):
         read_rated_pairs(plain)
+
+
+def test_repeats_are_found_anywhere_in_a_long_line(truth_files, tmp_path):
+    """Thousands of entries (the repeat check partitions their hashes), one repeated."""
+    pattern, _ = truth_files
+    truth = read_rated_pairs(pattern)
+    entries = [f"x{i}:{5 * (i % 60)}" for i in range(6000)]
+    path = write_text(tmp_path / "long.csv", HEADER, "3," + " ".join(entries))
+    assert score_submission(path, truth, num_classes=CLASSES).entries == 6000
+    for position in (1, 2999, 5999):
+        repeated = [*entries[:position], entries[position // 2], *entries[position:]]
+        path = write_text(tmp_path / "rep.csv", HEADER, "3," + " ".join(repeated))
+        with pytest.raises(SegmentError, match=f"entry '{entries[position // 2]}' appears twice"):
+            score_submission(path, truth, num_classes=CLASSES)
+
+
+def test_the_segment_grid_follows_the_segment_size(truth_files, tmp_path):
+    """A size that does not divide 10 (3): every digit of the start counts."""
+    pattern, _ = truth_files
+    path = write_text(tmp_path / "g.csv", HEADER, "3,vid0:3 vid0:4 vid0:12 vid0:100 vid0:0")
+    score = score_submission(path, read_rated_pairs(pattern), num_classes=CLASSES, segment_size=3)
+    assert score.warnings["warning_entries_off_the_segment_grid"] == 2  # 4 and 100

@@ -2,11 +2,9 @@
 compiled pass over its bytes (successors.md §2: entries are strings ``vid:start``; a
 rated pair is found by string equality).
 
-`RatedIndex` holds two open-addressing hash tables: the rated videos' ids (FNV-1a of the
-bytes, verified byte by byte) and the rated pairs (video, start, class) packed in one
-int64. `RatedIndex.match` walks a line's entries (separated by runs of spaces or tabs) and
-returns each one's code, `POSITIVE`/`NEGATIVE`/`UNRATED` (`yt8m.segments.map_at_k`), in
-submission order, checking each entry on the way:
+`RatedIndex.match` walks a line's entries (separated by runs of spaces or tabs; any byte
+up to 32 separates) and returns each one's code, `POSITIVE`/`NEGATIVE`/`UNRATED`
+(`yt8m.segments.map_at_k`), in submission order, checking each entry on the way:
 
 * an entry that is not ``vid:start`` (a non-empty id, a colon, decimal digits; the id is
   what precedes the last colon) is an error naming it;
@@ -14,6 +12,13 @@ submission order, checking each entry on the way:
 * a start that is not a multiple of the segment size, or is written with leading zeros,
   names no segment that inference writes: counted (``off_grid``) and looked up as written
   (a leading-zero start never equals a rated id).
+
+`RatedIndex` holds the rated pairs as strings ``vid:start`` grouped by class, with their
+FNV-1a hashes. A line's class gets a small hash table of its pairs and a bit map of their
+hash bits, which stay in cache while the line's entries are hashed: most entries stop at
+one bit test, the others are looked up (a hit is verified byte by byte). Repeats are found
+from the entries' hashes: partitioned by their top bits, each part checked in a small hash
+set; a line with two equal hashes is checked by its bytes.
 """
 
 from __future__ import annotations
@@ -26,49 +31,28 @@ from yt8m.compiled import kernel
 from yt8m.segments.errors import SegmentError
 from yt8m.segments.ground_truth import RatedPairs
 from yt8m.segments.map_at_k import NEGATIVE, POSITIVE
-from yt8m.segments.submission import video_table
+from yt8m.segments.submission import format_tokens, video_table
 
 _FNV_OFFSET = np.uint64(14695981039346656037)
 _FNV_PRIME = np.uint64(1099511628211)
-_MIX = np.uint64(0x9E3779B97F4A7C15)
-_MALFORMED, _DUPLICATE = 1, 2
-
-
-def _table_size(entries: int) -> int:
-    """A power of two at least twice `entries` (load factor at most 1/2)."""
-    return 1 << max(4, (2 * max(entries, 1) - 1).bit_length())
+_MALFORMED = 1
 
 
 @kernel
-def _fnv(data, lo, hi):  # pragma: no cover - compiled
+def _token_hash(data, lo, hi):  # pragma: no cover - compiled
+    """FNV-1a of data[lo:hi], lowest bit set (0 marks an empty slot), as `_match` reads it."""
     h = _FNV_OFFSET
     for i in range(lo, hi):
         h = (h ^ np.uint64(data[i])) * _FNV_PRIME
-    return h
+    return h | np.uint64(1)
 
 
 @kernel
-def _slot(key, mask):  # pragma: no cover - compiled
-    return np.int64(((np.uint64(key) * _MIX) >> np.uint64(20)) & np.uint64(mask))
-
-
-@kernel
-def _build_tables(names, offsets, vmask, pair_keys, pair_codes, pmask):  # pragma: no cover
-    videos = np.full(vmask + 1, -1, np.int64)
-    for v in range(len(offsets) - 1):
-        slot = np.int64(_fnv(names, offsets[v], offsets[v + 1]) & np.uint64(vmask))
-        while videos[slot] >= 0:
-            slot = (slot + 1) & vmask
-        videos[slot] = v
-    keys = np.full(pmask + 1, -1, np.int64)
-    codes = np.zeros(pmask + 1, np.int8)
-    for i in range(len(pair_keys)):
-        slot = _slot(pair_keys[i], pmask)
-        while keys[slot] >= 0:
-            slot = (slot + 1) & pmask
-        keys[slot] = pair_keys[i]
-        codes[slot] = pair_codes[i]
-    return videos, keys, codes
+def _hashes(data, at, end):  # pragma: no cover - compiled
+    out = np.empty(len(at), np.uint64)
+    for i in range(len(at)):
+        out[i] = _token_hash(data, at[i], end[i])
+    return out
 
 
 @kernel
@@ -83,73 +67,137 @@ def _same_bytes(a, a_lo, a_hi, b, b_lo, b_hi):  # pragma: no cover - compiled
 
 @kernel
 def _match(  # pragma: no cover - compiled
-    line, names, offsets, videos, vmask, keys, key_codes, pmask,
-    start_range, class_range, label, segment_size, codes, dmask,
-):  # fmt: skip
-    """Codes of the entries of `line`; returns (entries, off_grid, error, a0, a1, b0, b1):
-    error 1 = entry line[a0:a1] malformed, 2 = it repeats line[b0:b1]."""
-    seen_hash = np.empty(dmask + 1, np.uint64)
-    seen_at = np.full(dmask + 1, -1, np.int64)
-    seen_end = np.empty(dmask + 1, np.int64)
+    line, pair_bytes, pair_at, pair_end, pair_hashes, pair_codes, remainders, codes, hashes
+):
+    """Codes of the entries of `line` for one class, whose rated pairs are the strings
+    pair_bytes[pair_at[p]:pair_end[p]] (`_token_hash`es `pair_hashes`, `pair_codes`);
+    ``remainders[r, d]`` = ``(10 r + d) % segment_size`` (no division per entry; one row
+    when the size divides 10: the last digit decides). Each
+    entry's hash goes to `hashes` (for `_repeated_hash`). Returns (entries, off_grid,
+    error, a0, a1): error 1 = line[a0:a1] is not vid:start."""
+    pairs = len(pair_at)
+    pmask = 31
+    while pmask + 1 < 2 * pairs:
+        pmask = 2 * pmask + 1
+    table = np.zeros(pmask + 1, np.uint64)  # the hash, 0 = empty (hashes are odd)
+    where = np.empty(pmask + 1, np.int64)
+    # a bit map of the pairs' hash bits, 64 bits a pair: most entries stop at one bit test
+    bits = 1 << 12
+    while bits < 64 * pairs:
+        bits *= 2
+    present = np.zeros(bits // 64, np.uint64)
+    low = np.uint64(bits - 1)
+    for p in range(pairs):
+        slot = np.int64(pair_hashes[p] & np.uint64(pmask))
+        while table[slot] != 0:
+            slot = (slot + 1) & pmask
+        table[slot] = pair_hashes[p]
+        where[slot] = p
+        b = (pair_hashes[p] >> np.uint64(20)) & low
+        present[b >> np.uint64(6)] |= np.uint64(1) << (b & np.uint64(63))
     n = len(line)
     i = 0
     count = 0
     off_grid = 0
     while i < n:
-        if line[i] == 32 or line[i] == 9:
+        byte = line[i]
+        if byte <= 32:  # a separator (space or tab; other control bytes end an entry too)
             i += 1
             continue
         t0 = i
-        colon = -1
         h = _FNV_OFFSET
-        id_hash = h
-        while i < n and line[i] != 32 and line[i] != 9:
-            if line[i] == 58:
-                colon = i
-                id_hash = h
+        while i < n and line[i] > 32:
             h = (h ^ np.uint64(line[i])) * _FNV_PRIME
             i += 1
-        t1 = i
-        digits = t1 - colon - 1
-        if colon <= t0 or digits < 1 or digits > 12:
-            return count, off_grid, 1, t0, t1, 0, 0
-        start = 0
-        for j in range(colon + 1, t1):
-            d = np.int64(line[j]) - 48
-            if d < 0 or d > 9:
-                return count, off_grid, 1, t0, t1, 0, 0
-            start = start * 10 + d
-        slot = np.int64(h & np.uint64(dmask))
-        while seen_at[slot] >= 0:
-            if seen_hash[slot] == h and _same_bytes(
-                line, seen_at[slot], seen_end[slot], line, t0, t1
-            ):
-                return count, off_grid, 2, t0, t1, seen_at[slot], seen_end[slot]
-            slot = (slot + 1) & dmask
-        seen_hash[slot] = h
-        seen_at[slot] = t0
-        seen_end[slot] = t1
-        leading_zero = digits > 1 and line[colon + 1] == 48
-        if leading_zero or start % segment_size != 0:
+        # the start: the digits that end the entry, after its last colon
+        colon = i - 1
+        while colon > t0 and np.uint64(line[colon]) - np.uint64(48) <= 9:
+            colon -= 1
+        digits = i - colon - 1
+        if colon <= t0 or line[colon] != 58 or digits < 1 or digits > 12:
+            return count, off_grid, _MALFORMED, t0, i
+        rest = 0
+        for j in range(colon + 1 if len(remainders) > 1 else i - 1, i):
+            rest = remainders[rest, line[j] - 48]
+        if rest or (digits > 1 and line[colon + 1] == 48):
             off_grid += 1
+        h |= np.uint64(1)
         code = -1
-        if label >= 0 and not leading_zero and start < start_range:
-            vslot = np.int64(id_hash & np.uint64(vmask))
-            while videos[vslot] >= 0:
-                v = videos[vslot]
-                if _same_bytes(names, offsets[v], offsets[v + 1], line, t0, colon):
-                    key = (v * start_range + start) * class_range + label
-                    pslot = _slot(key, pmask)
-                    while keys[pslot] >= 0:
-                        if keys[pslot] == key:
-                            code = key_codes[pslot]
-                            break
-                        pslot = (pslot + 1) & pmask
-                    break
-                vslot = (vslot + 1) & vmask
+        b = (h >> np.uint64(20)) & low
+        if present[b >> np.uint64(6)] & (np.uint64(1) << (b & np.uint64(63))):
+            slot = np.int64(h & np.uint64(pmask))
+            while table[slot] != 0:
+                if table[slot] == h:
+                    p = where[slot]
+                    if _same_bytes(pair_bytes, pair_at[p], pair_end[p], line, t0, i):
+                        code = pair_codes[p]
+                        break
+                slot = (slot + 1) & pmask
         codes[count] = code
+        hashes[count] = h
         count += 1
-    return count, off_grid, 0, 0, 0, 0, 0
+    return count, off_grid, 0, 0, 0
+
+
+@kernel
+def _repeated_hash(hashes):  # pragma: no cover - compiled
+    """Whether two entries have equal hashes. The hashes are partitioned by their top
+    bits (one counting pass, one scatter), then each part, about 64 hashes, is checked in
+    a small hash set that stays in the L1 cache."""
+    count = len(hashes)
+    shift = np.uint64(64)
+    parts = 1
+    while parts * 64 < count:
+        parts *= 2
+        shift -= np.uint64(1)
+    starts = np.zeros(parts + 1, np.int64)
+    for i in range(count):
+        starts[np.int64(hashes[i] >> shift) + 1 if parts > 1 else 1] += 1
+    for k in range(parts):
+        starts[k + 1] += starts[k]
+    fill = starts[:-1].copy()
+    grouped = np.empty(count, np.uint64)
+    for i in range(count):
+        k = np.int64(hashes[i] >> shift) if parts > 1 else 0
+        grouped[fill[k]] = hashes[i]
+        fill[k] += 1
+    table = np.zeros(1024, np.uint64)
+    for k in range(parts):
+        size = starts[k + 1] - starts[k]
+        slots = 16
+        while slots < 2 * size:
+            slots *= 2
+        if slots > len(table):
+            table = np.zeros(slots, np.uint64)
+        mask = slots - 1
+        table[:slots] = 0
+        for j in range(starts[k], starts[k + 1]):
+            value = grouped[j]
+            slot = np.int64((value >> np.uint64(1)) & np.uint64(mask))
+            while table[slot]:
+                if table[slot] == value:
+                    return True
+                slot = (slot + 1) & mask
+            table[slot] = value
+    return False
+
+
+@kernel
+def _bounds(line):  # pragma: no cover - compiled
+    """(start, end) of every entry of `line`."""
+    starts = np.empty(len(line) // 2 + 1, np.int64)
+    ends = np.empty(len(line) // 2 + 1, np.int64)
+    n, i, count = len(line), 0, 0
+    while i < n:
+        if line[i] <= 32:
+            i += 1
+            continue
+        starts[count] = i
+        while i < n and line[i] > 32:
+            i += 1
+        ends[count] = i
+        count += 1
+    return starts[:count], ends[:count]
 
 
 @dataclass(frozen=True)
@@ -162,47 +210,68 @@ class LineMatch:
 
 
 class RatedIndex:
-    """The rated pairs of `truth`, ready to match submission lines."""
+    """The rated pairs of `truth`, grouped by class, ready to match submission lines."""
 
     def __init__(self, truth: RatedPairs, segment_size: int) -> None:
         self.segment_size = segment_size
-        self.names, self.offsets = video_table(truth.video_ids)
-        self.start_range = int(truth.start.max(initial=0)) + 1
-        self.class_range = int(truth.label.max(initial=0)) + 1
-        if len(truth.video_ids) * self.start_range * self.class_range >= 2**62:
-            raise SegmentError(f"{truth.where}: too many rated videos, start times and classes")
-        pair_keys = (truth.video * self.start_range + truth.start) * self.class_range + truth.label
-        pair_codes = np.where(truth.score > 0, POSITIVE, NEGATIVE).astype(np.int8)
-        self.vmask = _table_size(len(truth.video_ids)) - 1
-        self.pmask = _table_size(len(pair_keys)) - 1
-        self.videos, self.keys, self.key_codes = _build_tables(
-            self.names, self.offsets, self.vmask, pair_keys, pair_codes, self.pmask
+        rows = 1 if 10 % segment_size == 0 else segment_size  # 5: the last digit decides
+        self.remainders = (np.arange(rows)[:, None] * 10 + np.arange(10)) % segment_size
+        small = truth.label.max(initial=0) < 2**16  # numpy sorts 16-bit keys by radix
+        order = np.argsort(truth.label.astype(np.uint16) if small else truth.label, kind="stable")
+        names, offsets = video_table(truth.video_ids)
+        self.pair_bytes, self.pair_end = format_tokens(
+            truth.video[order], truth.start[order], names, offsets, -1
         )
+        self.pair_at = np.concatenate([[0], self.pair_end[:-1]]).astype(np.int64)
+        self.pair_hashes = _hashes(self.pair_bytes, self.pair_at, self.pair_end)
+        self.pair_codes = np.where(truth.score[order] > 0, POSITIVE, NEGATIVE).astype(np.int8)
+        classes = int(truth.label.max(initial=-1)) + 1
+        self.first = np.searchsorted(truth.label[order], np.arange(classes + 1))
 
-    def match(self, entries: bytes, label: int, where: str) -> LineMatch:
+    def match(self, entries: bytes | memoryview, label: int, where: str) -> LineMatch:
         """Codes of the entries of one line of class `label`; `where` names the line in
         errors (a malformed entry, an entry twice)."""
         line = np.frombuffer(entries, np.uint8)
-        most = int(np.count_nonzero(line == 32) + np.count_nonzero(line == 9)) + 1
+        most = len(line) // 2 + 1  # an entry takes at least 3 bytes and a separator
         codes = np.empty(most, np.int8)
-        rated_label = label if 0 <= label < self.class_range else -1  # -1: no rated pair
-        count, off_grid, error, a0, a1, b0, b1 = _match(
-            line, self.names, self.offsets, self.videos, self.vmask, self.keys,
-            self.key_codes, self.pmask, self.start_range, self.class_range,
-            rated_label, self.segment_size, codes, _table_size(most) - 1,
+        hashes = np.empty(most, np.uint64)
+        part = slice(0, 0)
+        if 0 <= label < len(self.first) - 1:
+            part = slice(self.first[label], self.first[label + 1])
+        count, off_grid, error, a0, a1 = _match(
+            line, self.pair_bytes, self.pair_at[part], self.pair_end[part],
+            self.pair_hashes[part], self.pair_codes[part], self.remainders, codes, hashes,
         )  # fmt: skip
         if error == _MALFORMED:
             raise SegmentError(
                 f"{where}: entry {_text(entries, a0, a1)!r} is not vid:start (a video id, a "
                 "colon, the start in whole seconds)"
             )
-        if error == _DUPLICATE:
-            raise SegmentError(
-                f"{where}: entry {_text(entries, a0, a1)!r} appears twice in the line (at "
-                f"bytes {b0} and {a0}); each segment once per class"
-            )
+        if _repeated_hash(hashes[:count]):  # two equal hashes: the bytes decide
+            starts, ends = _bounds(line)
+            repeat = _first_repeat(entries, starts, ends)
+            if repeat >= 0:
+                raise SegmentError(_twice(where, entries, starts[repeat], ends[repeat]))
         return LineMatch(codes[:count], off_grid)
 
 
-def _text(data: bytes, lo: int, hi: int) -> str:
-    return data[lo : min(hi, lo + 60)].decode("utf-8", "replace")
+def _first_repeat(entries: bytes | memoryview, starts: np.ndarray, ends: np.ndarray) -> int:
+    """The first entry that repeats an earlier one, or -1 (exact, by the bytes)."""
+    seen: set[bytes] = set()
+    for i, (lo, hi) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        token = bytes(entries[lo:hi])
+        if token in seen:
+            return i
+        seen.add(token)
+    return -1
+
+
+def _twice(where: str, entries: bytes | memoryview, lo: int, hi: int) -> str:
+    return (
+        f"{where}: entry {_text(entries, lo, hi)!r} appears twice in the line; each segment "
+        "once per class"
+    )
+
+
+def _text(data: bytes | memoryview, lo: int, hi: int) -> str:
+    return bytes(data[lo : min(hi, lo + 60)]).decode("utf-8", "replace")

@@ -19,11 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from yt8m.data.tfrecord import expand_pattern
+from yt8m.segments.errors import SegmentError
 from yt8m.segments.ground_truth import RatedPairs, read_rated_pairs
 from yt8m.segments.map_at_k import MapResult, mean_average_precision, score_codes
 from yt8m.segments.matching import RatedIndex
@@ -33,6 +36,7 @@ from yt8m.segments.whitelist import read_segment_label_ids
 log = logging.getLogger("yt8m.score_segments")
 
 KAGGLE_TOP_N = 100_000
+MATCH_THREADS = 2
 
 
 @dataclass
@@ -70,9 +74,29 @@ def score_submission(
     counts = {"entries": 0, "over_top_n": 0, "off_grid": 0}
     submitted: list[int] = []
 
+    def matched_lines():
+        """The lines matched by `MATCH_THREADS` threads (the kernels release the GIL), in
+        file order, at most 2 per thread ahead of the reader; an error of a line is raised
+        before those of the lines after it."""
+        pending: deque = deque()
+        with ThreadPoolExecutor(MATCH_THREADS) as pool:
+            try:
+                for number, label, entries in iter_submission_lines(path, known, what):
+                    where = f"{path}, line {number}"
+                    pending.append((label, pool.submit(index.match, entries, label, where)))
+                    while len(pending) > 2 * MATCH_THREADS:
+                        done, future = pending.popleft()
+                        yield done, future.result()
+            except SegmentError:
+                for _, future in pending:
+                    future.result()  # an earlier line's error comes first
+                raise
+            while pending:
+                done, future = pending.popleft()
+                yield done, future.result()
+
     def scores():
-        for number, label, entries in iter_submission_lines(path, known, what):
-            matched = index.match(entries, label, f"{path}, line {number}")
+        for label, matched in matched_lines():
             counts["entries"] += len(matched.codes)
             counts["over_top_n"] += max(len(matched.codes) - top_n, 0) if top_n > 0 else 0
             counts["off_grid"] += matched.off_grid

@@ -13,6 +13,7 @@ of the whitelist, each class once), leaving the entries to `yt8m.segments.matchi
 from __future__ import annotations
 
 import gzip
+import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -24,7 +25,9 @@ from yt8m.segments.errors import SegmentError
 from yt8m.segments.selection import Selection, key_ids
 
 HEADER = "Class,Segments"
-_COLON, _SPACE = ord(":"), ord(" ")
+_SPACE = ord(" ")
+_LINE_ENDS = b"\r\n"
+_READ_BUFFER = 1 << 24
 
 
 def video_table(video_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -36,16 +39,16 @@ def video_table(video_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 @kernel
-def _format_entries(ids, slots, segment_size, names, offsets, out):  # pragma: no cover
-    """Write ``vid:start`` for each id, space-separated, into `out`; returns the length."""
+def _format_tokens(videos, starts, names, offsets, separator, out, ends):  # pragma: no cover
+    """Write ``vid:start`` for each (video, start) into `out`, `separator` (a byte, or -1
+    for none) between them; ends[i] = where token i ends. Returns the length written."""
     digits = np.empty(20, np.uint8)
     at = 0
-    for i in range(len(ids)):
-        video = ids[i] // slots
-        start = (ids[i] % slots) * segment_size
-        if i:
-            out[at] = 32
+    for i in range(len(videos)):
+        if i and separator >= 0:
+            out[at] = separator
             at += 1
+        video, start = videos[i], starts[i]
         for j in range(offsets[video], offsets[video + 1]):
             out[at] = names[j]
             at += 1
@@ -61,7 +64,20 @@ def _format_entries(ids, slots, segment_size, names, offsets, out):  # pragma: n
         for j in range(count - 1, -1, -1):
             out[at] = digits[j]
             at += 1
+        ends[i] = at
     return at
+
+
+def format_tokens(
+    videos: np.ndarray, starts: np.ndarray, names: np.ndarray, offsets: np.ndarray, separator: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``vid:start`` of each (video of `video_table`, start >= 0 in seconds) as one uint8
+    array, `separator` between them (-1: none), and where each ends (int64)."""
+    longest = int(np.diff(offsets).max(initial=0))
+    out = np.empty(len(videos) * (longest + 22), np.uint8)
+    ends = np.empty(len(videos), np.int64)
+    length = _format_tokens(videos, starts, names, offsets, separator, out, ends)
+    return out[:length], ends
 
 
 def write_segment_submission(
@@ -76,30 +92,33 @@ def write_segment_submission(
     ``selection.column(c)``, best first; segment id ``i`` is video ``video_ids[i // slots]``
     at ``(i % slots) * segment_size`` seconds. The file appears complete or not at all."""
     names, offsets = video_table(video_ids)
-    longest = int(np.diff(offsets).max(initial=0))
     with atomic_output(path, binary=True) as out:
         out.write(f"{HEADER}\n".encode())
         for c, label in enumerate(classes.tolist()):
             ids = key_ids(selection.column(c))
-            buffer = np.empty(len(ids) * (longest + 22), np.uint8)
-            length = _format_entries(ids, slots, segment_size, names, offsets, buffer)
+            line, _ = format_tokens(
+                ids // slots, ids % slots * segment_size, names, offsets, _SPACE
+            )
             out.write(f"{label},".encode())
-            out.write(buffer[:length].tobytes())
+            out.write(line.tobytes())
             out.write(b"\n")
 
 
 def _open(path: str):
+    """The file as a binary stream with a large buffer (class lines are about 1 MB)."""
     try:
-        return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")  # noqa: SIM115
+        if path.endswith(".gz"):
+            return io.BufferedReader(gzip.open(path, "rb"), _READ_BUFFER)
+        return open(path, "rb", buffering=_READ_BUFFER)  # noqa: SIM115
     except FileNotFoundError:
         raise SegmentError(f"--submission_file={path}: no such file") from None
 
 
 def iter_submission_lines(
     path: str, known_classes: np.ndarray, what: str
-) -> Iterator[tuple[int, int, bytes]]:
-    """``(line number, class, entries)`` of every class line of `path`, entries as bytes
-    (``b"vid:start vid:start"``). Errors name the file and line: a header other than
+) -> Iterator[tuple[int, int, memoryview]]:
+    """``(line number, class, entries)`` of every class line of `path`, entries as a
+    bytes view (``vid:start vid:start``, without the line end). Errors name the file and line: a header other than
     ``Class,Segments``, a line without a comma, a class that is not an integer or not in
     `known_classes` (int64, increasing; `what` says where they come from), a class twice.
     Blank lines are skipped."""
@@ -113,15 +132,18 @@ def iter_submission_lines(
                     f"submission), found {header[:40].decode('utf-8', 'replace')!r}"
                 )
             for number, raw in enumerate(stream, start=2):
-                line = raw.rstrip(b"\r\n")
-                if not line.strip():
-                    continue
-                head, comma, entries = line.partition(b",")
+                end = len(raw)
+                while end and raw[end - 1] in _LINE_ENDS:
+                    end -= 1
+                comma = raw.find(b",", 0, end)
                 where = f"{path}, line {number}"
-                if not comma:
+                if comma < 0:
+                    if not raw[:end].strip():
+                        continue  # a blank line
                     raise SegmentError(
                         f"{where}: no comma; a line is 'class,vid:start vid:start ...'"
                     )
+                head, entries = raw[:comma], memoryview(raw)[comma + 1 : end]  # no copy
                 try:
                     label = int(head.strip())
                 except ValueError:
