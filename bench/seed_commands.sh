@@ -11,19 +11,16 @@
 #
 # Usage: bench/seed_commands.sh [WORK_DIR]    (needs `make test` or `make demo` run once;
 #        full-size models: about 20 GB of disk for checkpoints, 10-20 minutes on 2 cores)
-# Environment: SEED_DIR (default ../shared/seed), KEEP=1 keeps WORK_DIR afterwards.
+# Environment: SEED_COMMANDS (default tests/data/seed_commands.txt, the repository's copy of
+#              the seed's command lines), KEEP=1 keeps WORK_DIR afterwards.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-SEED_DIR=${SEED_DIR:-$REPO/../shared/seed}
-TRAINING_README=$SEED_DIR/000_d69411fad4bd33e5.txt
-INFERENCE_COMMANDS=$SEED_DIR/inference-commands.txt
+SEED_COMMANDS=${SEED_COMMANDS:-$REPO/tests/data/seed_commands.txt}
 WORK=${1:-$(mktemp -d /tmp/yt8m-seed-XXXX)}
 export PATH="$REPO/.venv/bin:$PATH"
 
-for f in "$TRAINING_README" "$INFERENCE_COMMANDS"; do
-    [ -f "$f" ] || { echo "seed file not found: $f (set SEED_DIR)" >&2; exit 2; }
-done
+[ -f "$SEED_COMMANDS" ] || { echo "seed commands not found: $SEED_COMMANDS (set SEED_COMMANDS)" >&2; exit 2; }
 mkdir -p "$WORK"
 cd "$WORK"
 # The seed runs `python train.py ...` from the original repository's root.
@@ -44,7 +41,7 @@ yt8m synth --output data --train_videos 200 --validate_videos 60 --test_videos 1
 path_to_features=$WORK/data/frame
 
 step "the seed's seven training commands (--max_step=2)"
-grep '^python train.py' "$TRAINING_README" |
+grep '^python train.py' "$SEED_COMMANDS" |
     sed -e "s#path_to_features/#$path_to_features/#" -e 's/--max_step=[0-9]*/--max_step=2/' \
         >training-commands.sh
 while read -r line; do
@@ -56,9 +53,10 @@ done <training-commands.sh
 ls -d */model.ckpt-* >/dev/null
 
 step "inference as written fails where the seed names a train_dir training did not write"
-lstm_line=$(grep -- '--train_dir=lstm-0002-val-150-random ' "$INFERENCE_COMMANDS")
+grep '^python inference.py' "$SEED_COMMANDS" >inference-commands.sh
+lstm_line=$(grep -- '--train_dir=lstm-0002-val-150-random ' inference-commands.sh)
 expect_failure "lstm-0002-val-150-random-2" eval "$lstm_line"
-dbof_line=$(grep -- '--train_dir=gateddboflf-4096-1024-80-0002-300iter-gatedmoe ' "$INFERENCE_COMMANDS")
+dbof_line=$(grep -- '--train_dir=gateddboflf-4096-1024-80-0002-300iter-gatedmoe ' inference-commands.sh)
 expect_failure "gateddboflf-4096-1024-80-0002-300iter" eval "$dbof_line"
 ln -sfn lstm-0002-val-150-random-2 lstm-0002-val-150-random
 ln -sfn gateddboflf-4096-1024-80-0002-300iter gateddboflf-4096-1024-80-0002-300iter-gatedmoe
@@ -69,7 +67,7 @@ while read -r line; do
     start=$SECONDS
     eval "$line"
     echo "  took $((SECONDS - start)) s"
-done <"$INFERENCE_COMMANDS"
+done <inference-commands.sh
 python - <<'EOF'
 import glob
 from yt8m.submission import read_submission

@@ -25,14 +25,15 @@ def rated(labels, starts, scores) -> Segments:
     )
 
 
-def write_records(path: Path, videos: list[tuple[str, int, Segments | None]], first=0) -> str:
-    """One file of videos ``(id, frames, segments)``; frame t of every video holds t."""
+def write_records(
+    path: Path, videos: list[tuple[str, int, Segments | None]], firsts: list[int] | None = None
+) -> str:
+    """One file of videos ``(id, frames, segments)``; frame t of video i holds
+    ``firsts[i] + t`` (default: t, the same frames in every video)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with TFRecordWriter(path) as writer:
-        for video_id, n, segments in videos:
-            writer.write(
-                encode_frame_record(
-                    video_id, [0], frames_of(n, first), id_key="id", segments=segments
-                )
-            )
+        for i, (video_id, n, segments) in enumerate(videos):
+            first = firsts[i] if firsts is not None else 0
+            frames = frames_of(n, first)
+            writer.write(encode_frame_record(video_id, [0], frames, id_key="id", segments=segments))
     return str(path)

@@ -29,7 +29,8 @@ WHITELIST = np.array([1, 2, 4, 6])
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """Rated files (videos of 6-15 frames), a whitelist and a model trained 6 steps."""
+    """Rated files (videos of 6-15 frames, each its own frames, so that no two segments
+    score alike), a whitelist and a model trained 6 steps."""
     root = tmp_path_factory.mktemp("pipeline")
     rng = np.random.default_rng(2)
     for shard in range(3):
@@ -45,7 +46,8 @@ def setup(tmp_path_factory):
                     rated([c] * len(starts), starts, rng.integers(0, 2, len(starts))),
                 )
             )
-        write_records(root / f"validate{shard}.tfrecord", videos)
+        firsts = [int(f) for f in rng.integers(0, 200, len(videos))]  # no two segments alike
+        write_records(root / f"validate{shard}.tfrecord", videos, firsts)
     pattern = str(root / "validate*.tfrecord")
     whitelist = root / "segment_label_ids.csv"
     write_segment_label_ids(whitelist, WHITELIST)
@@ -147,22 +149,26 @@ def test_segment_inference_without_a_whitelist_is_an_error(setup, tmp_path):
     assert not (tmp_path / "s.csv").exists()
 
 
-def _rank(rank, world_size, port, jobs, out):
+def _rank(rank, world_size, ports, jobs, out):
+    """One rank: fine-tune, infer, evaluate; each a process group of its own (as three
+    torchrun jobs would be), on its own port."""
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
         WORLD_SIZE=str(world_size),
         MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
         OMP_NUM_THREADS="1",
     )
     torch.set_num_threads(1)
+    os.environ["MASTER_PORT"] = str(ports[0])
     flags = parse_flags(jobs["train"], "train")
     model = train(flags)
     torch.save(model.state_dict(), f"{out}/rank{rank}.pt")
     while latest_checkpoint(flags.train_dir) is None:  # rank 0 writes it after the loop
         time.sleep(0.05)
+    os.environ["MASTER_PORT"] = str(ports[1])
     infer(parse_flags(jobs["infer"], "infer"))
+    os.environ["MASTER_PORT"] = str(ports[2])
     results = evaluate(parse_flags(jobs["eval"], "eval"))
     with open(f"{out}/eval{rank}.json", "w") as file:
         json.dump(results, file)
@@ -180,9 +186,11 @@ def test_two_gloo_processes_finetune_infer_and_evaluate_as_one(setup, tmp_path):
         "infer": infer_argv(pattern, whitelist, run, tmp_path / "two.csv", "--segment_max_pred=5"),
         "eval": eval_argv(pattern, whitelist, run, "--segment_max_pred=5"),
     }
-    torch.multiprocessing.spawn(
-        _rank, args=(2, _free_port(), jobs, str(tmp_path)), nprocs=2, join=True
-    )
+    ports = set()
+    while len(ports) < 3:
+        ports.add(_free_port())
+    ports = sorted(ports)
+    torch.multiprocessing.spawn(_rank, args=(2, ports, jobs, str(tmp_path)), nprocs=2, join=True)
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert all(torch.equal(rank0[n], rank1[n]) for n in rank0)
