@@ -62,6 +62,7 @@ from yt8m.cpu_memory import keep_freed_memory  # noqa: E402
 from yt8m.flags import Flags, parse_flags  # noqa: E402
 from yt8m.losses import cross_entropy_loss  # noqa: E402
 from yt8m.models import build_model, count_trainable_parameters  # noqa: E402
+from yt8m.models.sampling import sampling_base  # noqa: E402
 from yt8m.optim import clip_per_tensor_  # noqa: E402
 
 # Short names for the seed's commands, in the README's order.
@@ -137,9 +138,9 @@ def make_step(model: torch.nn.Module, flags: Flags):
     )
     parameters = [p for p in model.parameters() if p.requires_grad]
 
-    def step(inputs, num_frames, labels, generator):
+    def step(inputs, num_frames, labels, key):
         optimizer.zero_grad(set_to_none=True)
-        predictions = model(inputs, num_frames, generator)
+        predictions = model(inputs, num_frames, key)
         loss = cross_entropy_loss(predictions, labels) + model.regularization_loss()
         loss.backward()
         clip_per_tensor_(parameters, flags.clip_gradient_norm)
@@ -149,10 +150,10 @@ def make_step(model: torch.nn.Module, flags: Flags):
     return step
 
 
-def forward_backward_flops(model: torch.nn.Module, batch, generator) -> int:
+def forward_backward_flops(model: torch.nn.Module, batch, key) -> int:
     inputs, num_frames, labels = batch
     with FlopCounterMode(display=False) as counter:
-        predictions = model(inputs, num_frames, generator)
+        predictions = model(inputs, num_frames, key)
         (cross_entropy_loss(predictions, labels) + model.regularization_loss()).backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
@@ -164,12 +165,13 @@ def time_model(name: str, steps: int) -> dict:
     generator = torch.Generator().manual_seed(0)
     model = build_model(flags).train()
     batch = synthetic_batch(flags, generator)
+    key = sampling_base(0)  # the frame-sampling key
     parameters = count_trainable_parameters(model)
-    flops = forward_backward_flops(model, batch, generator)
+    flops = forward_backward_flops(model, batch, key)
     step = make_step(model, flags)
-    step(*batch, generator)  # warm-up: allocates the Adam state
+    step(*batch, key)  # warm-up: allocates the Adam state
     flop_rate, byte_rate = matmul_rate(), copy_rate()  # the peers, measured next to the steps
-    seconds = best_time(lambda: step(*batch, generator), steps)
+    seconds = best_time(lambda: step(*batch, key), steps)
     floor = flops / flop_rate + parameters * OPTIMIZER_BYTES_PER_PARAMETER / byte_rate
     return {
         "model": name,
@@ -194,7 +196,7 @@ def peak_memory_child(name: str) -> None:
     batch = synthetic_batch(flags, generator)
     step = make_step(model, flags)
     for _ in range(2):
-        step(*batch, generator)
+        step(*batch, sampling_base(0))
     print(json.dumps({"model": name, "peak_bytes": _status_bytes("VmHWM") - baseline}))
 
 

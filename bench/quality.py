@@ -45,6 +45,7 @@ from yt8m.data.loader import make_loader  # noqa: E402
 from yt8m.data.synthetic import write_dataset  # noqa: E402
 from yt8m.flags import Flags, parse_flags  # noqa: E402
 from yt8m.metrics import gap  # noqa: E402
+from yt8m.models.sampling import KeyStream, sampling_base  # noqa: E402
 from yt8m.seed_models import SEED_MODELS  # noqa: E402
 from yt8m.train import train  # noqa: E402
 
@@ -75,11 +76,11 @@ BASELINE_RATES = (0.01, 0.05)
 def validation_gap(flags: Flags, pattern: str) -> float:
     """GAP over every validation video of the checkpoint that training with `flags` left."""
     model, checkpoint = restore_model(flags.train_dir, -1, flags, "cpu")
-    generator = torch.Generator().manual_seed(0)
+    keys = KeyStream(sampling_base(0, 0, "predict"), 0, "cpu")
     predictions, labels = [], []
     with torch.no_grad():
         for batch in make_loader(checkpoint.flags, pattern, training=False, batch_size=256):
-            predictions.append(model(batch["inputs"], batch["num_frames"], generator))
+            predictions.append(model(batch["inputs"], batch["num_frames"], keys.next()))
             labels.append(batch["labels"])
     return gap(torch.cat(predictions), torch.cat(labels))
 

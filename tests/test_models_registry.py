@@ -8,6 +8,7 @@ from tests.seed import flag_value, training_commands
 from yt8m.flags import parse_flags
 from yt8m.models import MODELS, ModelError, build_model, count_trainable_parameters
 from yt8m.models.registry import FRAME_LEVEL
+from yt8m.models.sampling import sampling_base
 
 # fidelity.md §7, in the seed README's order. PyTorch's LSTM/GRU carry a second bias per
 # layer: +4*cells (LSTM) and +3*cells (GRU) per layer, documented in their docstrings.
@@ -50,7 +51,7 @@ def test_every_model_builds_and_predicts(name):
     model = build_model(flags)
     # the loader's inputs: uint8 frames (frame-level) or float32 features (video-level)
     inputs = torch.randint(0, 256, (3, 10, 12), dtype=torch.uint8) if frame else torch.randn(3, 12)
-    p = model(inputs, torch.tensor([10, 4, 1]), torch.Generator().manual_seed(0))
+    p = model(inputs, torch.tensor([10, 4, 1]), sampling_base(0))
     assert p.shape == (3, 6) and ((p >= 0) & (p <= 1)).all()
     assert model.regularization_loss().shape == ()
     assert model.deterministic_sampling is False

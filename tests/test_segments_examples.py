@@ -175,3 +175,14 @@ def test_inference_segments_name_every_segment_and_number_it_by_video(rated_file
         assert stream.video_ids[i // stream.slots] == video
         assert (i % stream.slots) * 5 == int(start)
     assert names[:3] == ["v00:0", "v00:5", "v01:0"]  # 8 and 9 frames: two segments each
+
+
+def test_training_batches_are_counted_ahead_from_the_segment_fields(rated_files):
+    """What the trainer needs under torchrun: every rank's batch count, known in advance."""
+    pattern, _ = rated_files
+    run = flags("--batch_size=7", "--num_epochs=3", "--seed=1")
+    for rank, world in ((0, 1), (0, 2), (1, 2)):
+        loader = rated_segment_loader(run, pattern, training=True, rank=rank, world_size=world)
+        assert loader.batch_count() == len(list(loader))
+    resumed = rated_segment_loader(run, pattern, training=True, start_batch=4)
+    assert resumed.batch_count() == len(list(resumed)) == -(-120 // 7) - 4

@@ -135,11 +135,12 @@ def evaluate_checkpoint(flags: Flags, check_point: int, process: Process) -> dic
         training=False,
         rank=process.rank,
         world_size=process.world_size,
+        pin_memory=process.device.type == "cuda",
     )
     label_loss = get_loss(flags.label_loss, flags.alpha)
     metrics = EvaluationMetrics(data_flags.num_classes, flags.top_k)
     for batch, probabilities in predict(model, loader, flags, process, "eval"):
-        labels = batch["labels"].to(probabilities.device)
+        labels = batch["labels"]  # both on the host: the device computes the next batch
         metrics.accumulate(probabilities, labels, label_loss(probabilities, labels))
     metrics = _merged(metrics, process)
     if not process.is_main:

@@ -185,8 +185,12 @@ class Flags:
     )
 
     # ---- system -----------------------------------------------------------
-    device: str = _flag("auto", "cpu, cuda, cuda:N or auto (new).", "system")
-    amp: bool = _flag(False, "bfloat16 autocast on a GPU (new).", "system")
+    device: str = _flag(
+        "auto", "cpu, cuda, cuda:N or auto; under torchrun GPU N + LOCAL_RANK (new).", "system"
+    )
+    amp: bool = _flag(
+        False, "bfloat16 autocast of the forward pass; float32 probabilities (new).", "system"
+    )
     compile: bool = _flag(False, "torch.compile the model (new).", "system")
     progress: bool = _flag(True, "Show progress bars (new).", "system")
 

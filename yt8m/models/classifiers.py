@@ -4,6 +4,11 @@ Both map ``x [B, input_size]`` to probabilities ``[B, num_classes]`` and expose
 ``regularization_loss()``: ``l2_penalty * 0.5 * sum ||W||^2`` over their weights
 (not the biases, not the MoE's probability gating), as slim's l2_regularizer.
 Weights are stored as the original's ``[in, out]`` matrices; Glorot uniform, biases 0.
+
+Under autocast (``--amp``) the probabilities stay float32, so that top-k confidences do not
+tie in bfloat16's 8-bit mantissa: `Logistic` runs in float32 altogether (one small matmul),
+`MoE` keeps its matmuls in autocast's precision and applies its softmax and sigmoids to
+float32 logits.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ def _squared_norms(weights: list[torch.Tensor]) -> torch.Tensor:
     return sum(torch.linalg.vector_norm(w).square() for w in weights)
 
 
+def _float32_at_least(x: torch.Tensor) -> torch.Tensor:
+    """`x` in float32 (float64 stays float64): bfloat16 logits before a sigmoid or softmax."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class Logistic(nn.Module):
     """``sigmoid(x W + b)``: ``[B, input_size] -> [B, num_classes]`` (the starter's)."""
 
@@ -36,7 +46,8 @@ class Logistic(nn.Module):
         self.l2_penalty = l2_penalty
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(torch.addmm(self.bias, x, self.weight))
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.sigmoid(torch.addmm(self.bias, _float32_at_least(x), self.weight))
 
     def regularization_loss(self) -> torch.Tensor:
         return self.l2_penalty * 0.5 * _squared_norms([self.weight])
@@ -111,8 +122,10 @@ class MoE(nn.Module):
         gate_logits = x
         for weight in self.gate_weights:
             gate_logits = gate_logits @ weight
-        gates = torch.softmax(gate_logits.view(batch, self.num_classes, m + 1), dim=-1)
-        experts = torch.sigmoid(torch.addmm(self.expert_bias, x, self.expert_weights))
+        gate_logits = _float32_at_least(gate_logits).view(batch, self.num_classes, m + 1)
+        gates = torch.softmax(gate_logits, dim=-1)
+        expert_logits = torch.addmm(self.expert_bias, x, self.expert_weights)
+        experts = torch.sigmoid(_float32_at_least(expert_logits))
         p = (gates[..., :m] * experts.view(batch, self.num_classes, m)).sum(-1)
         if self.prob_gate_weights is None:
             return p
@@ -120,7 +133,7 @@ class MoE(nn.Module):
         gates = source @ self.prob_gate_weights
         if self.remove_diag:
             gates = gates - torch.diagonal(self.prob_gate_weights)[: self.num_classes] * p
-        return p * torch.sigmoid(self.prob_gate_norm(gates))
+        return p * torch.sigmoid(_float32_at_least(self.prob_gate_norm(gates)))
 
     def regularization_loss(self) -> torch.Tensor:
         return self.l2_penalty * 0.5 * _squared_norms([*self.gate_weights, self.expert_weights])

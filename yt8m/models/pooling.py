@@ -8,6 +8,11 @@ batch norm over the K clusters, statistics over all B*N frames.
 Layouts follow the original: VLAD/FV outputs are flattened D-major (index ``d*K + k``).
 The aggregations are batched matmuls ``x^T a`` (``[B, D, N] @ [B, N, K]``), never a
 ``[B, N, D, K]`` tensor.
+
+Autocast: the custom autograd Functions below run their matmuls in the precision autocast
+gives a matmul where they are called (bfloat16 under ``--amp``), save their inputs in that
+precision and compute their backward in it (autograd casts each gradient back to its
+input's dtype); the normalisations run in float32 at least, whatever their input.
 """
 
 from __future__ import annotations
@@ -45,18 +50,30 @@ class SoftAssignment(ClusterLogits):
         return torch.softmax(super().forward(x), dim=-1).view(x.shape[0], x.shape[1], -1)
 
 
+def _matmul_dtype(x: torch.Tensor, a: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul of `x` and `a` runs in here: autocast's when it is on for their
+    device type, else their common dtype."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return torch.promote_types(x.dtype, a.dtype)
+
+
 class _Aggregate(torch.autograd.Function):
     """``x^T a`` whose gradient for ``x`` comes out in x's own ``[B, N, D]`` layout
     (autograd's bmm backward gives ``[B, D, N]`` and a transposing copy)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        dtype = _matmul_dtype(x, a)
+        x, a = x.to(dtype), a.to(dtype)
         ctx.save_for_backward(x, a)
         return torch.bmm(x.transpose(1, 2), a)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x, a = ctx.saved_tensors
+        grad = grad.to(x.dtype)
         grad_x = torch.bmm(a, grad.transpose(1, 2)) if ctx.needs_input_grad[0] else None
         grad_a = torch.bmm(x, grad) if ctx.needs_input_grad[1] else None
         return grad_x, grad_a
@@ -73,13 +90,16 @@ class _AggregateSquares(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        squares = x.square()
+        dtype = _matmul_dtype(x, a)
+        squares = x.square().to(dtype)  # squared in x's precision, then rounded
+        x, a = x.to(dtype), a.to(dtype)
         ctx.save_for_backward(x, squares, a)
         return torch.bmm(squares.transpose(1, 2), a)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x, squares, a = ctx.saved_tensors
+        grad = grad.to(x.dtype)
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.bmm(a, (2 * grad).transpose(1, 2)).mul_(x)
@@ -100,6 +120,7 @@ class _IntraThenGlobalNormalize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v: torch.Tensor) -> torch.Tensor:
+        v = v.to(torch.promote_types(v.dtype, torch.float32))  # float32 at least
         norms = torch.linalg.vector_norm(v, dim=1, keepdim=True)  # [B, 1, K]
         inverse = 1 / norms.clamp_min(_NORM_FLOOR)
         units = norms * inverse  # 1, or n_k / 1e-6 below the floor
@@ -112,6 +133,7 @@ class _IntraThenGlobalNormalize(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         v, norms, inverse, units, total, outer, scale = ctx.saved_tensors
+        grad = grad.to(v.dtype)
         q = (grad * v).sum(1, keepdim=True)  # dL/ds_k, [B, 1, K]
         above = norms > _NORM_FLOOR
         # Through r_k: dr/dn = -1/n^2 above the floor, 0 below.

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
+from yt8m.data import wire
 from yt8m.data.loader import make_loader
+from yt8m.data.tfrecord import read_record_views
 from yt8m.flags import Flags
 from yt8m.segments.errors import SegmentError
 from yt8m.segments.examples import cut_videos, rated_examples, slots
@@ -53,6 +56,7 @@ class RatedSegmentBatches:
         rank: int,
         world_size: int,
         start_batch: int,
+        pin_memory: bool,
     ) -> None:
         check_segment_flags(flags)
         self.flags, self.pattern, self.training = flags, pattern, training
@@ -65,8 +69,24 @@ class RatedSegmentBatches:
             batch_size=max(1, self.batch_size // RATED_PER_VIDEO),
             rank=rank,
             world_size=world_size,
+            pin_memory=pin_memory,
             with_segments=True,
         )
+
+    def batch_count(self) -> int:
+        """How many batches a training pass yields (after `start_batch`): the rated
+        segments of this rank's share over all epochs, from the records' segment fields
+        (no frame is decoded), in batches of ``batch_size``."""
+        plan = self.videos.plan
+        counts: dict[str, np.ndarray] = {}
+        examples = 0
+        for epoch in range(plan.epochs):
+            for worker in range(plan.workers):
+                for path, offset, stride in plan.shares(epoch, worker):
+                    if path not in counts:
+                        counts[path] = rated_start_counts(path)
+                    examples += int(counts[path][(-offset) % stride :: stride].sum())
+        return max(-(-examples // self.batch_size) - self.start_batch, 0)
 
     def _examples(self) -> Iterator[dict]:
         found = False
@@ -104,11 +124,13 @@ def rated_segment_loader(
     rank: int = 0,
     world_size: int = 1,
     start_batch: int = 0,
+    pin_memory: bool = False,
 ) -> RatedSegmentBatches:
     """`make_loader`'s signature and batch format for rated segments: ``video_ids``
     (``vid:start``) [S], ``inputs`` uint8 ``[S, segment_size, D]``, ``num_frames`` [S],
     ``labels`` bool ``[S, C]``, ``label_weights`` float32 ``[S, C]``; in evaluation also
-    ``segment_ids`` int64 [S] and ``rated`` (`rated_examples`, rows numbered by id)."""
+    ``segment_ids`` int64 [S] and ``rated`` (`rated_examples`, rows numbered by id).
+    Its `batch_count` (training) says how many batches it yields, as `make_loader`'s."""
     return RatedSegmentBatches(
         flags,
         pattern,
@@ -117,7 +139,18 @@ def rated_segment_loader(
         rank=rank,
         world_size=world_size,
         start_batch=start_batch,
+        pin_memory=pin_memory,
     )
+
+
+def rated_start_counts(path: str) -> np.ndarray:
+    """int64 ``[records]``: each record's distinct rated start times (its examples)."""
+    counts = []
+    for payload in read_record_views(path):
+        context = wire.decode_context(payload, ("segment_start_times",))
+        starts = context.get("segment_start_times", [])
+        counts.append(0 if isinstance(starts, list) else len(np.unique(starts)))
+    return np.array(counts, np.int64)
 
 
 def _numbered(examples: Iterator[dict]) -> Iterator[dict]:

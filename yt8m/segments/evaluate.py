@@ -60,7 +60,7 @@ def evaluate_segments(
     )
     label_loss = get_loss(flags.label_loss, flags.alpha)
     top = TopKPerClass(len(classes), flags.segment_max_pred)
-    columns = torch.from_numpy(classes).to(process.device)
+    columns = torch.from_numpy(classes)  # predict hands the probabilities to the host
     loss_sum, segments, rated = 0.0, 0, []
     for batch, probabilities in predict(model, loader, flags, process, "eval segments"):
         count = len(batch["video_ids"])

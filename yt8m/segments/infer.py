@@ -44,7 +44,7 @@ def infer_segments(flags: Flags, model: nn.Module, data_flags: Flags, process: P
         data_flags, flags.input_data_pattern, rank=process.rank, world_size=process.world_size
     )
     top = TopKPerClass(len(classes), flags.segment_max_pred)
-    columns = torch.from_numpy(classes).to(process.device)
+    columns = torch.from_numpy(classes)  # predict hands the probabilities to the host
     for batch, probabilities in predict(model, stream, flags, process, "infer segments"):
         scores = probabilities.index_select(1, columns).cpu().numpy()
         top.add(scores, batch["segment_ids"].numpy(), batch["video_ids"])
