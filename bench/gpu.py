@@ -43,6 +43,7 @@ from yt8m.flags import Flags, parse_flags  # noqa: E402
 from yt8m.losses import get_loss  # noqa: E402
 from yt8m.models import build_model, count_trainable_parameters  # noqa: E402
 from yt8m.models.sampling import KeyStream, sampling_base  # noqa: E402
+from yt8m.objective import Objective  # noqa: E402
 from yt8m.optim import build_optimizer  # noqa: E402
 from yt8m.seed_models import SEED_MODELS  # noqa: E402
 from yt8m.train import training_step  # noqa: E402
@@ -256,13 +257,13 @@ class Bench:
         if compiled:
             torch._dynamo.reset()  # no row inherits another's graphs (nor their recompile limit)
             trained = torch.compile(model, backend=args.compile_backend)
-        loss_fn = get_loss(flags.label_loss, flags.alpha)
+        objective = Objective(flags, device)  # the trainer's loss (yt8m.objective)
         keys = KeyStream(sampling_base(0), 0, device)
         lr = flags.base_learning_rate
         resident = synthetic_batch(flags, flags.batch_size, device)
 
         def step(batch: dict = resident, module: torch.nn.Module = trained) -> None:
-            training_step(module, model, optimizer, loss_fn, flags, batch, keys.next(), lr)
+            training_step(module, model, optimizer, objective, flags, batch, keys.next(), lr)
 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

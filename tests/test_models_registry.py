@@ -40,14 +40,19 @@ TINY = [
     "--num_classes=6", "--feature_sizes=8,4", "--iterations=5", "--netvlad_cluster_size=4",
     "--netvlad_hidden_size=8", "--fv_cluster_size=4", "--fv_hidden_size=8",
     "--dbof_cluster_size=16", "--dbof_hidden_size=8", "--lstm_cells=4", "--gru_cells=4",
-    "--moe_prob_gating", "--gating",
+    "--moe_prob_gating", "--gating", "--nextvlad_cluster_size=4", "--nextvlad_hidden_size=8",
+    "--groups=2",
 ]  # fmt: skip
+# The mixture averages logits: only the logistic classifier gives them.
+EXTRA = {"MixNeXtVladModel": ["--video_level_classifier_model=LogisticModel"]}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_builds_and_predicts(name):
     frame = name in FRAME_LEVEL
-    flags = parse_flags([f"--model={name}", f"--frame_features={frame}", *TINY])
+    flags = parse_flags(
+        [f"--model={name}", f"--frame_features={frame}", *TINY, *EXTRA.get(name, [])]
+    )
     model = build_model(flags)
     # the loader's inputs: uint8 frames (frame-level) or float32 features (video-level)
     inputs = torch.randint(0, 256, (3, 10, 12), dtype=torch.uint8) if frame else torch.randn(3, 12)

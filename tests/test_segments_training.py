@@ -6,7 +6,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import yt8m.train
+import yt8m.objective
 from tests.segment_data import FEATURE_FLAGS, rated, write_records
 from yt8m.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
 from yt8m.flags import parse_flags
@@ -132,7 +132,7 @@ def test_finetuning_counts_only_rated_classes_and_restarts_the_schedule(
 ):
     """§2: each step's loss gets the label weights of its batch: 1 at the rated classes."""
     calls = []
-    real = yt8m.train.get_loss
+    real = yt8m.objective.get_loss
 
     def spy(name, alpha=0.5):
         loss = real(name, alpha)
@@ -143,7 +143,7 @@ def test_finetuning_counts_only_rated_classes_and_restarts_the_schedule(
 
         return recorded
 
-    monkeypatch.setattr(yt8m.train, "get_loss", spy)
+    monkeypatch.setattr(yt8m.objective, "get_loss", spy)
     run = tmp_path / "fine"
     train(parse_flags(finetune_argv(data, pretrained, run, "--max_steps=4"), "train"))
     assert len(calls) == 4

@@ -7,7 +7,8 @@ Layout of a train_dir::
 
 A checkpoint file holds ``format``, ``step``, ``flags`` (the full flag table as a
 JSON string), ``model`` (the state dict), ``optimizer`` (its state dict or None)
-and ``training`` (random states and the loader position, see `yt8m.train`). It is
+``training`` (random states and the loader position, see `yt8m.train`) and, with
+``--ema_decay``, ``ema`` (the averaged state dict, `yt8m.ema`). It is
 written to a temporary file, fsynced and renamed (`yt8m.atomic`), then the pointer
 is rewritten the same way: a process killed at any moment leaves every
 ``model.ckpt-*.pt`` complete. `latest_checkpoint` takes the highest step present, so
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 
 from yt8m.atomic import atomic_output
+from yt8m.ema import prediction_state
 from yt8m.errors import YT8MError
 from yt8m.flags import Flags
 from yt8m.models.registry import build_model
@@ -55,6 +57,7 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     optimizer_state: dict[str, Any] | None
     training_state: dict[str, Any]
+    ema_state: dict[str, torch.Tensor] | None = None
 
 
 def checkpoint_path(train_dir: str | Path, step: int) -> Path:
@@ -92,11 +95,12 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     training_state: dict[str, Any] | None = None,
     keep: int = 0,
+    ema_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``model.ckpt-STEP.pt`` atomically, then the pointer; keep the `keep` newest.
 
     `model` is the bare module (not a DDP or compiled wrapper). `keep` = 0 keeps all.
-    Returns the checkpoint's path.
+    `ema_state`: the EMA of the weights (`yt8m.ema`), if any. Returns the checkpoint's path.
     """
     path = checkpoint_path(train_dir, step)
     payload = {
@@ -107,6 +111,8 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "training": training_state or {},
     }
+    if ema_state is not None:
+        payload["ema"] = ema_state
     with atomic_output(path, binary=True) as out:
         torch.save(payload, out)
     steps = [s for s, _ in list_checkpoints(train_dir)]
@@ -159,6 +165,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         model_state=payload["model"],
         optimizer_state=payload["optimizer"],
         training_state=payload["training"],
+        ema_state=payload.get("ema"),
     )
 
 
@@ -220,11 +227,18 @@ def restore_model(
 ) -> tuple[nn.Module, Checkpoint]:
     """Rebuild the model of a checkpoint from its own flags, weights loaded, in eval mode.
 
-    `check_point` is a step or -1 for the latest. Model flags of `cli_flags` that
-    differ from the checkpoint's are reported with a warning, never used.
+    `check_point` is a step or -1 for the latest; `train_dir` may also be a file written
+    by `yt8m export`. The weights are the checkpoint's EMA when it has one, unless
+    ``cli_flags.use_ema`` is False. Model flags of `cli_flags` that differ from the
+    checkpoint's are reported with a warning, never used.
     """
-    checkpoint = load_checkpoint(find_checkpoint(train_dir, check_point))
+    from yt8m.export import is_exported_model, load_exported_model  # it imports this module
+
+    if is_exported_model(train_dir):
+        checkpoint = load_exported_model(train_dir)
+    else:
+        checkpoint = load_checkpoint(find_checkpoint(train_dir, check_point))
     warn_flag_differences(cli_flags, checkpoint)
     model = build_model(checkpoint.flags)
-    model.load_state_dict(checkpoint.model_state)
+    model.load_state_dict(prediction_state(checkpoint, cli_flags.use_ema))
     return model.to(device).eval(), checkpoint

@@ -42,6 +42,7 @@ from yt8m.data.tfrecord import expand_pattern
 from yt8m.distributed import Process, init_distributed, shutdown
 from yt8m.errors import YT8MError
 from yt8m.flags import Flags, parse_flags
+from yt8m.linrongc import write_model_tgz
 from yt8m.models.sampling import KeyStream, sampling_base
 from yt8m.submission import SUBMISSION_HEADER, format_submission_lines
 
@@ -77,6 +78,8 @@ def infer(flags: Flags) -> Path:
         quiet_other_ranks(process)
         model, checkpoint, data_flags = restore_for_prediction(flags, flags.check_point, process)
         log.info("predicting with %s (step %d)", checkpoint.path, checkpoint.step)
+        if flags.output_model_tgz and process.is_main:  # linrongc's inference.py flag
+            write_model_tgz(flags.output_model_tgz, checkpoint.path)
         if flags.segment_labels:  # the 2019 segment submission
             from yt8m.segments.infer import infer_segments  # it uses `predict` of this module
 
@@ -117,10 +120,14 @@ def restore_for_prediction(
     Returns (model in eval mode on the process's device, with the command line's
     ``--deterministic_sampling`` and, if asked, compiled; the loaded checkpoint; the
     command line's flags with the checkpoint's ``num_classes``). Raises
-    `PredictionError` when the command line's data format differs from the checkpoint's.
+    `PredictionError` when the command line's data format differs from the checkpoint's;
+    a command line without data-format flags (linrongc's eval and inference lines) takes
+    the checkpoint's.
     """
     model, checkpoint = restore_model(flags.train_dir, check_point, flags, process.device)
     saved = checkpoint.flags
+    if all(getattr(flags, name) == getattr(Flags(), name) for name in DATA_FORMAT_FLAGS):
+        flags = dataclasses.replace(flags, **{n: getattr(saved, n) for n in DATA_FORMAT_FLAGS})
     if (flags.frame_features, flags.feature_list()) != (saved.frame_features, saved.feature_list()):
         given = " ".join(f"--{name}={getattr(flags, name)!r}" for name in DATA_FORMAT_FLAGS)
         trained = " ".join(f"--{name}={getattr(saved, name)!r}" for name in DATA_FORMAT_FLAGS)

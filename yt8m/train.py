@@ -4,7 +4,9 @@ One step (fidelity.md §5): uint8 frames go to the device and into the model, wh
 samples its frames with the key of (seed, rank, step) (`yt8m.models.sampling`) and
 transforms the sampled rows (dequantized, L2-normalised: `yt8m.data.features`); the loss is
 the label loss plus ``regularization_penalty * model.regularization_loss()`` (L2 on the MoE
-weights). Adam then applies each gradient tensor clipped on its own, with the staircase
+weights; the label losses of a model's auxiliary predictions and ``--distill_from``'s soft
+targets join it in `yt8m.objective`). With ``--ema_decay`` an average of the weights
+(`yt8m.ema`) follows every step and goes into the checkpoints. Adam then applies each gradient tensor clipped on its own, with the staircase
 learning rate of the examples seen so far by all ranks together:
 ``step * batch_size * world_size``, as the starter's multi-GPU trainer counted its towers'.
 
@@ -77,13 +79,16 @@ from yt8m.distributed import (
     min_over_ranks,
     shutdown,
 )
+from yt8m.ema import WeightAverage, for_training, prediction_state
 from yt8m.errors import YT8MError
 from yt8m.flags import Flags, parse_flags
+from yt8m.linrongc import note_num_gpu
 from yt8m.loss_window import LossWindow, StepLoss
 from yt8m.losses import get_loss
 from yt8m.metrics import gap, hit_at_one
 from yt8m.models.registry import build_model
 from yt8m.models.sampling import KeyStream, sampling_base
+from yt8m.objective import Objective
 from yt8m.optim import (
     build_optimizer,
     check_optimizer_name,
@@ -229,8 +234,9 @@ class TrainingLog:
 
 def _model_and_optimizer(
     flags: Flags, process: Process
-) -> tuple[Flags, nn.Module, torch.optim.Optimizer, int]:
-    """A fresh model, or the latest checkpoint's; returns (flags, model, optimizer, step).
+) -> tuple[Flags, nn.Module, torch.optim.Optimizer, int, WeightAverage | None]:
+    """A fresh model, or the latest checkpoint's; returns (flags, model, optimizer, step,
+    EMA of the weights or None).
 
     When resuming, the model flags of the returned `flags` are the checkpoint's.
     """
@@ -248,14 +254,15 @@ def _model_and_optimizer(
     optimizer = build_optimizer(model.parameters(), flags.optimizer, flags.base_learning_rate)
     if checkpoint is None:
         if start is not None:
-            model.load_state_dict(start.model_state)
-        return flags, model, optimizer, 0
+            model.load_state_dict(prediction_state(start, flags.use_ema))
+        return flags, model, optimizer, 0, for_training(model, flags.ema_decay, None)
     model.load_state_dict(checkpoint.model_state)
     optimizer.load_state_dict(checkpoint.optimizer_state)
     _restore_random_states(checkpoint, process)
     if process.is_main:
         log.info("resuming %s at step %d", checkpoint.path, checkpoint.step)
-    return flags, model, optimizer, checkpoint.step
+    ema = for_training(model, flags.ema_decay, checkpoint.ema_state)
+    return flags, model, optimizer, checkpoint.step, ema
 
 
 def step_learning_rate(flags: Flags, step: int, world_size: int) -> float:
@@ -275,27 +282,34 @@ def training_step(
     trained: nn.Module,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    label_loss_fn: Callable[..., torch.Tensor],
+    objective: Objective,
     flags: Flags,
     batch: dict,
     key: torch.Tensor,
     lr: float,
+    ema: WeightAverage | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One update, nothing read back: forward (`trained`: the model, maybe wrapped in DDP,
     maybe compiled; bfloat16 autocast with ``--amp``) of a device `batch` with the
-    sampling `key`, loss and penalty (of the bare `model`), backward, per-tensor clipping,
-    the optimizer's step at rate `lr`. Returns the device tensors (predictions
-    ``[B, num_classes]``, label loss, loss); `bench/gpu.py` times this same step."""
+    sampling `key`, loss and penalty of the bare `model` (`objective`), backward,
+    per-tensor clipping, the optimizer's step at rate `lr`, the EMA's update (``--ema_decay``)
+    if any. Returns the device tensors
+    (predictions ``[B, num_classes]``, label loss, loss); `bench/gpu.py` times this same
+    step."""
     set_learning_rate(optimizer, lr)
     device_type = batch["inputs"].device.type
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=flags.amp):
         predictions = trained(batch["inputs"], batch["num_frames"], key)
-    label_loss = label_loss_fn(predictions.float(), batch["labels"], batch.get("label_weights"))
-    loss = label_loss + flags.regularization_penalty * model.regularization_loss()
+    inputs, num_frames = batch["inputs"], batch["num_frames"]
+    label_loss, loss = objective(
+        model, predictions, batch["labels"], batch, inputs, num_frames, key
+    )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     clip_per_tensor_(model.parameters(), flags.clip_gradient_norm)
     optimizer.step()
+    if ema is not None:
+        ema.update()
     return predictions, label_loss, loss
 
 
@@ -358,8 +372,9 @@ class _Batches:
 
 def _train(flags: Flags, process: Process) -> nn.Module:
     device = process.device
-    flags, model, optimizer, step = _model_and_optimizer(flags, process)
-    label_loss_fn = get_loss(flags.label_loss, flags.alpha)
+    flags, model, optimizer, step, ema = _model_and_optimizer(flags, process)
+    objective = Objective(flags, device)
+    note_num_gpu(flags, process)
     trained: nn.Module = model  # what the forward pass runs: maybe wrapped, maybe compiled
     if process.distributed:
         device_ids = [device] if device.type == "cuda" else None
@@ -398,6 +413,7 @@ def _train(flags: Flags, process: Process) -> nn.Module:
             optimizer,
             _training_state(step, process),
             keep=flags.keep_checkpoints,
+            ema_state=ema.state_dict() if ema else None,
         )
         log.info("step %d: saved %s", step, path)
 
@@ -410,7 +426,7 @@ def _train(flags: Flags, process: Process) -> nn.Module:
         host, on_device = batch
         lr = step_learning_rate(flags, step, process.world_size)
         predictions, label_loss, loss = training_step(
-            trained, model, optimizer, label_loss_fn, flags, on_device, keys.next(), lr
+            trained, model, optimizer, objective, flags, on_device, keys.next(), lr, ema
         )
         window.record(step + 1, label_loss, loss)
         step += 1
@@ -433,11 +449,12 @@ def _train(flags: Flags, process: Process) -> nn.Module:
     training_log.close()
     if flags.recalibrate_batch_norm > 0 and process.is_main:
         loader = training_loader(flags)(flags, flags.train_data_pattern, training=True)
-        recalibrate_batch_norm(
-            model,
-            itertools.islice(loader, flags.recalibrate_batch_norm),
-            sampling_base(flags.seed, process.rank, "recalibrate"),
-        )
+        base = sampling_base(flags.seed, process.rank, "recalibrate")
+        recalibrate_batch_norm(model, itertools.islice(loader, flags.recalibrate_batch_norm), base)
+        if ema is not None:  # the averaged weights get statistics of their own
+            ema.recalibrate_batch_norm(
+                model, itertools.islice(loader, flags.recalibrate_batch_norm), base
+            )
         model.train()
         saved_step = -1  # the statistics changed: the final checkpoint must hold them
     broadcast_buffers(model, process)  # every rank returns the model that rank 0 saves

@@ -23,6 +23,12 @@ The generative model, per dataset (seeded):
   nothing to the mean but shows in every evidence frame, so a model that looks at how frames
   are distributed (NetVLAD, DBoF, ...) sees far more than a classifier of averaged features,
   which still learns something from ``m_c``.
+* With ``shared_evidence`` (``yt8m synth --shared_evidence``) the labels of a video show
+  in the same frames: one random fraction ``U[0.1, 0.4]`` of its frames carries the
+  evidence of every label (each label's swing signs balanced in its own random order), as
+  a real frame shows several of the video's entities at once. Frames are then sums of
+  several classes' patterns, which a model that splits each frame into groups before
+  pooling (NeXtVLAD) can take apart; `bench/quality.py` uses it (successors.md §3).
 * Frames are clipped to [-2, 2] and quantized exactly as YouTube-8M's feature extractor did:
   ``round((x + 2) * 255 / 4)`` to uint8. ``mean_rgb``/``mean_audio`` are the means of the
   clipped float frames, as the real video-level features are means of the float features.
@@ -71,8 +77,15 @@ def _unit_rows(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
 class Generator:
     """Class patterns and a noise bank for one dataset; `video` draws one video."""
 
-    def __init__(self, classes: int, feature_sizes: tuple[int, ...], seed: int) -> None:
+    def __init__(
+        self,
+        classes: int,
+        feature_sizes: tuple[int, ...],
+        seed: int,
+        shared_evidence: bool = False,
+    ) -> None:
         self.rng = np.random.default_rng(seed)
+        self.shared_evidence = shared_evidence
         self.dim = sum(feature_sizes)
         weights = np.arange(1, classes + 1, dtype=np.float64) ** -CLASS_WEIGHT_EXPONENT
         self.log_weights = np.log(weights / weights.sum())
@@ -101,8 +114,14 @@ class Generator:
     def video(self, labels: np.ndarray, frames: int) -> np.ndarray:
         """Float frames ``[frames, dim]`` in [-2, 2] carrying the evidence of `labels`."""
         x = self.background(frames)
+        if self.shared_evidence:
+            shared = self.evidence_frames(frames)
         for label in labels:
-            self.add_evidence(x, label, self.evidence_frames(frames))
+            if self.shared_evidence:
+                order = self.rng.permutation(len(shared))
+                self.add_evidence(x, label, shared, order)
+            else:
+                self.add_evidence(x, label, self.evidence_frames(frames))
         return np.clip(x, -2.0, 2.0, out=x)
 
     def background(self, frames: int) -> np.ndarray:
@@ -116,11 +135,15 @@ class Generator:
         count = min(frames, max(1, round(self.rng.uniform(*EVIDENCE_FRACTION) * frames)))
         return self.rng.permutation(frames)[:count]
 
-    def add_evidence(self, x: np.ndarray, label: int, where: np.ndarray) -> None:
+    def add_evidence(
+        self, x: np.ndarray, label: int, where: np.ndarray, order: np.ndarray | None = None
+    ) -> None:
         """Add class `label`'s evidence to the rows `where` of `x`: its mean pattern and
-        a swing pattern of alternating sign (see the module's docstring)."""
+        a swing pattern whose sign alternates along `order` (a permutation of
+        ``range(len(where))``; default: the order of `where`), see the module's docstring."""
         count = len(where)
-        signs = np.where(np.arange(count) % 2 == 0, SWING_AMPLITUDE, -SWING_AMPLITUDE)
+        order = np.arange(count) if order is None else order
+        signs = np.where(order % 2 == 0, SWING_AMPLITUDE, -SWING_AMPLITUDE)
         swing = self.patterns[label, 1 + self.rng.integers(2, size=count)]
         x[where] += signs[:, None].astype(np.float32) * swing
         x[where] += MEAN_AMPLITUDE * self.patterns[label, 0]
@@ -172,13 +195,15 @@ def write_dataset(
     feature_sizes: tuple[int, int] = (1024, 128),
     seed: int = 0,
     levels: tuple[str, ...] = ("frame", "video"),
+    shared_evidence: bool = False,
 ) -> dict[str, dict[str, str]]:
     """Write a synthetic dataset; returns the glob of each level and split.
 
     videos: per split (``{"train": 800, "validate": 100, "test": 100}``) or one number for
         every split. shards: files per split and level. frames: (min, max) frames per video.
     feature_sizes: sizes of ``rgb``/``audio`` (and ``mean_rgb``/``mean_audio``); use the
-        same with ``--feature_sizes``. levels: "frame", "video" or both.
+        same with ``--feature_sizes``. levels: "frame", "video" or both. shared_evidence:
+        every label of a video in the same frames (see above).
     Returns ``{level: {split: pattern}}``, e.g. ``patterns["frame"]["train"]``.
     """
     if id_key not in ID_KEYS:
@@ -187,7 +212,7 @@ def write_dataset(
     low, high = frames
     if not 0 <= low <= high:
         raise ValueError(f"frames must be (min, max) with 0 <= min <= max, not {frames}")
-    generator = Generator(classes, tuple(feature_sizes), seed)
+    generator = Generator(classes, tuple(feature_sizes), seed, shared_evidence)
     root = Path(output_dir)
     patterns: dict[str, dict[str, str]] = {level: {} for level in levels}
     for split, count in per_split.items():
@@ -234,6 +259,9 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="2019 segment-rated validate/test splits and a whitelist (key id, frame-level)",
     )
+    parser.add_argument(
+        "--shared_evidence", action="store_true", help="a video's labels show in the same frames"
+    )
     args = parser.parse_args(argv)
     sizes = tuple(int(s) for s in args.feature_sizes.split(","))
     if len(sizes) != 2:
@@ -253,6 +281,7 @@ def main(argv: list[str]) -> int:
         frames=(args.min_frames, args.max_frames),
         feature_sizes=sizes,
         seed=args.seed,
+        shared_evidence=args.shared_evidence,
     )
     for level, splits in patterns.items():
         for split, pattern in splits.items():

@@ -20,7 +20,12 @@ import torch
 from torch import nn
 
 from yt8m.errors import YT8MError
-from yt8m.models.layers import batch_norm, glorot_uniform_, normal_parameter
+from yt8m.models.layers import (
+    batch_norm,
+    glorot_uniform_,
+    normal_parameter,
+    variance_scaling_parameter,
+)
 
 
 def _glorot_parameter(fan_in: int, fan_out: int) -> nn.Parameter:
@@ -37,20 +42,37 @@ def _float32_at_least(x: torch.Tensor) -> torch.Tensor:
 
 
 class Logistic(nn.Module):
-    """``sigmoid(x W + b)``: ``[B, input_size] -> [B, num_classes]`` (the starter's)."""
+    """``sigmoid(x W + b)``: ``[B, input_size] -> [B, num_classes]`` (the starter's).
 
-    def __init__(self, input_size: int, num_classes: int, l2_penalty: float = 1e-8) -> None:
+    linrongc's LogisticModel (``linrongc=True``): W by slim's variance scaling instead of
+    Glorot, and the L2 penalty on the bias too.
+    """
+
+    def __init__(
+        self, input_size: int, num_classes: int, l2_penalty: float = 1e-8, linrongc: bool = False
+    ) -> None:
         super().__init__()
-        self.weight = _glorot_parameter(input_size, num_classes)
+        self.weight = (
+            variance_scaling_parameter(input_size, num_classes)
+            if linrongc
+            else _glorot_parameter(input_size, num_classes)
+        )
         self.bias = nn.Parameter(torch.zeros(num_classes))
         self.l2_penalty = l2_penalty
+        self.penalize_bias = linrongc
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``x W + b``: ``[B, input_size] -> [B, num_classes]``, in float32 at least (under
+        ``--amp`` too: the logistic runs wholly in float32)."""
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.addmm(self.bias, _float32_at_least(x), self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return torch.sigmoid(torch.addmm(self.bias, _float32_at_least(x), self.weight))
+        return torch.sigmoid(self.logits(x))
 
     def regularization_loss(self) -> torch.Tensor:
-        return self.l2_penalty * 0.5 * _squared_norms([self.weight])
+        penalized = [self.weight, self.bias] if self.penalize_bias else [self.weight]
+        return self.l2_penalty * 0.5 * _squared_norms(penalized)
 
 
 class MoE(nn.Module):

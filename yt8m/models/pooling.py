@@ -24,19 +24,35 @@ from torch import nn
 from torch.nn import functional as F
 
 from yt8m.errors import YT8MError
-from yt8m.models.layers import BiasOrBatchNorm, l2_normalize, normal_parameter
+from yt8m.models.layers import (
+    BiasOrBatchNorm,
+    l2_normalize,
+    normal_parameter,
+    variance_scaling_parameter,
+)
 
 
 class ClusterLogits(nn.Module):
-    """``BN(x W)``: ``[B, N, D] -> [B*N, K]``; W is ``[D, K]``, N(0, 1/D).
+    """``BN(x W)``: ``[B, N, D] -> [B*N, K]``; W is ``[D, K]``, N(0, 1/D) (with
+    `variance_scaling`, slim's variance scaling: NeXtVLAD's).
 
     Without batch norm a bias N(0, 1/D) takes its place (see `BiasOrBatchNorm`).
     """
 
-    def __init__(self, feature_size: int, cluster_size: int, add_batch_norm: bool) -> None:
+    def __init__(
+        self,
+        feature_size: int,
+        cluster_size: int,
+        add_batch_norm: bool,
+        variance_scaling: bool = False,
+    ) -> None:
         super().__init__()
         std = 1 / math.sqrt(feature_size)
-        self.weight = normal_parameter(feature_size, cluster_size, std=std)
+        self.weight = (
+            variance_scaling_parameter(feature_size, cluster_size)
+            if variance_scaling
+            else normal_parameter(feature_size, cluster_size, std=std)
+        )
         self.after = BiasOrBatchNorm(cluster_size, add_batch_norm, bias_std=std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,10 +60,27 @@ class ClusterLogits(nn.Module):
 
 
 class SoftAssignment(ClusterLogits):
-    """``a = softmax(BN(x W))`` over the K clusters: ``[B, N, D] -> [B, N, K]``."""
+    """``a = softmax(BN(x W))`` over the K clusters: ``[B, N, D] -> [B, N, K]``.
+
+    With `groups` G (NeXtVLAD) W is ``[D, G*K]``, the batch norm covers the G*K logits,
+    and each frame's G groups have a softmax over K of their own:
+    ``[B, N, D] -> [B, N*G, K]`` (row ``n*G + g``).
+    """
+
+    def __init__(
+        self,
+        feature_size: int,
+        cluster_size: int,
+        add_batch_norm: bool,
+        groups: int = 1,
+        variance_scaling: bool = False,
+    ) -> None:
+        super().__init__(feature_size, groups * cluster_size, add_batch_norm, variance_scaling)
+        self.groups = groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(super().forward(x), dim=-1).view(x.shape[0], x.shape[1], -1)
+        logits = super().forward(x).view(x.shape[0], x.shape[1] * self.groups, -1)
+        return torch.softmax(logits, dim=-1)
 
 
 def _matmul_dtype(x: torch.Tensor, a: torch.Tensor) -> torch.dtype:
@@ -105,6 +138,12 @@ class _AggregateSquares(torch.autograd.Function):
             grad_x = torch.bmm(a, (2 * grad).transpose(1, 2)).mul_(x)
         grad_a = torch.bmm(squares, grad) if ctx.needs_input_grad[1] else None
         return grad_x, grad_a
+
+
+def vlad_residuals(x: torch.Tensor, a: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """``V[b,d,k] = sum_t a[b,t,k] x[b,t,d] - (sum_t a[b,t,k]) c[d,k]``: ``[B, D, K]``
+    from ``x [B, N, D]``, ``a [B, N, K]`` and ``centers [D, K]``."""
+    return torch.addcmul(aggregate(x, a), a.sum(1, keepdim=True), centers, value=-1)
 
 
 def aggregate_squares(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -177,9 +216,7 @@ class NetVLAD(nn.Module):
         self.output_size = feature_size * cluster_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.assignment(x)
-        v = torch.addcmul(aggregate(x, a), a.sum(1, keepdim=True), self.centers, value=-1)
-        return intra_then_global_normalize(v)
+        return intra_then_global_normalize(vlad_residuals(x, self.assignment(x), self.centers))
 
 
 class NetRVLAD(nn.Module):

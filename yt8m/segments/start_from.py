@@ -4,10 +4,11 @@ pretrain on video-level labels, fine-tune on the rated segments).
 A train_dir without a checkpoint of its own, given ``--start_from=DIR`` (DIR's latest
 checkpoint) or ``--start_from=DIR/model.ckpt-STEP.pt``, builds the checkpoint's model (its
 model flags and ``num_classes``; command-line model flags that differ give a warning) and
-loads its weights; the optimizer, the step and so the learning-rate schedule start over.
+loads its weights (its EMA weights when it has them, unless ``--use_ema=False``, as eval and
+infer predict with them); the optimizer, the step and so the learning-rate schedule start over.
 Once the train_dir has checkpoints, training resumes from them (with their ``num_classes``)
-and ``--start_from`` is not read. The data format (``--frame_features``, ``--feature_names``, ``--feature_sizes``) must
-be the checkpoint's.
+and ``--start_from`` is not read. The data format (``--frame_features``, ``--feature_names``,
+``--feature_sizes``) must be the checkpoint's.
 """
 
 from __future__ import annotations

@@ -104,16 +104,18 @@ def write_segment_dataset(
     frames: tuple[int, int] = (60, 300),
     feature_sizes: tuple[int, int] = (1024, 128),
     seed: int = 0,
+    shared_evidence: bool = False,
 ) -> dict[str, dict[str, str]]:
     """Write the dataset; returns ``{"frame": {split: pattern}}`` (the whitelist is
-    `whitelist_path`). Arguments as `yt8m.data.synthetic.write_dataset` (frame-level)."""
+    `whitelist_path`). Arguments as `yt8m.data.synthetic.write_dataset` (frame-level;
+    shared_evidence applies to the training videos)."""
     per_split = (
         videos if isinstance(videos, dict) else dict.fromkeys(("train", *RATED_SPLITS), videos)
     )
     low, high = frames
     if not 1 <= low <= high:
         raise ValueError(f"frames must be (min, max) with 1 <= min <= max, not {frames}")
-    generator = Generator(classes, tuple(feature_sizes), seed)
+    generator = Generator(classes, tuple(feature_sizes), seed, shared_evidence)
     whitelist = whitelisted_classes(classes)
     distractor = generator.rng.standard_normal(generator.dim).astype(np.float32)
     distractor /= np.linalg.norm(distractor)
