@@ -90,3 +90,18 @@ def test_ids_outside_31_bits_and_k_below_one_are_errors():
         TopKPerClass(1, 1).add(np.zeros((1, 1), np.float32), np.array([MAX_ID + 1]))
     with pytest.raises(SegmentError, match="--segment_max_pred=0"):
         TopKPerClass(1, 0)
+
+
+def test_memory_is_bounded_by_the_kept_entries():
+    """§2: a stream 200 times K per class long keeps one buffer of 1.25 K keys a class."""
+    rng = np.random.default_rng(5)
+    top = TopKPerClass(3, 8)
+    buffer = top.keys
+    scores = rng.random((1600, 3), dtype=np.float32)
+    ids = np.arange(1600, dtype=np.int64)
+    for start in range(0, 1600, 50):
+        top.add(scores[start : start + 50], ids[start : start + 50])
+        assert top.keys is buffer and buffer.shape == (3, 10) and top.counts.max() <= 10
+    selection = top.result()
+    for c, (want_ids, _) in enumerate(full_sort(scores, ids, 8)):
+        np.testing.assert_array_equal(key_ids(selection.column(c)), want_ids)

@@ -179,3 +179,35 @@ def test_start_from_errors_name_the_flag_and_the_checkpoint(data, pretrained, tm
     ]
     with pytest.raises(SegmentError, match="--start_from=.* was trained on .*'4,2'"):
         train(parse_flags(sizes, "train"))
+
+
+NEXTVLAD = [
+    "--model=NeXtVLADModel", "--video_level_classifier_model=LogisticModel",
+    "--nextvlad_cluster_size=4", "--nextvlad_hidden_size=8", "--groups=2",
+    "--gating_reduction=2", "--nextvlad_input=willow", "--ema_decay=0.5",
+]  # fmt: skip
+
+
+def test_finetuning_a_nextvlad_keeps_its_flags_and_starts_from_its_ema(data, tmp_path):
+    """§2-3: a NeXtVLAD pretrained on video labels (linrongc's model) is fine-tuned with its
+    architecture; its EMA weights, what eval and infer predict with, are the start."""
+    source = tmp_path / "nextvlad"
+    train(parse_flags(tiny_argv(data, source, "--max_steps=3", *NEXTVLAD), "train"))
+    run = tmp_path / "fine"
+    argv = [
+        *finetune_argv(data, source, run, "--max_steps=0"),
+        "--nextvlad_cluster_size=16",
+        "--groups=8",
+        "--nextvlad_input=pca",
+    ]
+    train(parse_flags(argv, "train"))
+    pretrained, saved = (load_checkpoint(latest_checkpoint(d)) for d in (source, run))
+    model_flags = ("model", "nextvlad_cluster_size", "groups", "nextvlad_input", "drop_rate")
+    assert [getattr(saved.flags, f) for f in model_flags] == ["NeXtVLADModel", 4, 2, "willow", 0.5]
+    assert pretrained.ema_state is not None
+    differs = [n for n in saved.model_state if n.endswith("weight")]
+    assert any(not torch.equal(pretrained.ema_state[n], pretrained.model_state[n]) for n in differs)
+    for name, tensor in pretrained.ema_state.items():
+        assert torch.equal(saved.model_state[name], tensor), name
+    train(parse_flags([*argv[:-3], "--max_steps=2"], "train"))  # and it trains on segments
+    assert load_checkpoint(latest_checkpoint(run)).step == 2
