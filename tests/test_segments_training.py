@@ -11,6 +11,7 @@ from tests.segment_data import FEATURE_FLAGS, rated, write_records
 from yt8m.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
 from yt8m.flags import parse_flags
 from yt8m.losses import get_loss
+from yt8m.objective import Objective
 from yt8m.segments.errors import SegmentError
 from yt8m.train import train
 
@@ -40,6 +41,33 @@ def test_cross_entropy_with_weights_is_the_sum_over_rated_classes():
     labels = torch.tensor([[True, False, True]])
     rated_only = loss(p[:, :2], labels[:, :2])
     assert torch.allclose(loss(p, labels, torch.tensor([[1.0, 1.0, 0.0]])), rated_only)
+
+
+def test_the_objective_weights_the_auxiliary_label_losses_too():
+    """§2 with §3's mixture: every label loss of a step (the branches' too) counts only
+    the rated classes."""
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self, branch):
+            super().__init__()
+            self.branch = branch
+
+        def auxiliary_predictions(self):
+            return [self.branch]
+
+        def regularization_loss(self):
+            return torch.tensor(0.0)
+
+    p = torch.tensor([[0.8, 0.3, 0.6], [0.2, 0.7, 0.4]])
+    q = torch.tensor([[0.5, 0.9, 0.1], [0.6, 0.2, 0.3]])
+    labels = torch.tensor([[True, False, True], [False, True, False]])
+    weights = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+    objective = Objective(parse_flags([], "train"), torch.device("cpu"))
+    batch = {"label_weights": weights}
+    label, _ = objective(TwoHeads(q), p, labels, batch, None, None)
+    loss = get_loss("CrossEntropyLoss")
+    assert torch.allclose(label, loss(p, labels, weights) + loss(q, labels, weights))
+    assert not torch.allclose(label, loss(p, labels) + loss(q, labels))
 
 
 @pytest.fixture(scope="module")
