@@ -51,6 +51,18 @@ def test_synth_segments_writes_rated_splits_in_the_2019_format(tmp_path, capsys)
     assert 0.3 < float(np.mean(truth.score)) < 0.7  # ratings 0/1, about half positive
 
 
+def test_synth_segments_takes_shared_evidence_for_the_training_videos(tmp_path):
+    """bench/quality.py's generator option (successors.md §3) applies to the train split."""
+    argv = ["--segments", "--train_videos=4", "--validate_videos=2", "--test_videos=2"]
+    argv += ["--classes=12", "--min_frames=12", "--max_frames=20", "--feature_sizes=8,4"]
+    frames = {}
+    for name, extra in (("plain", []), ("shared", ["--shared_evidence"])):
+        assert run_command("synth", [*argv, *extra, f"--output={tmp_path / name}"]) == 0
+        frames[name] = [r.frames for r in records(str(tmp_path / name / "frame" / "train*"))]
+    assert len(frames["shared"]) == 4
+    assert any(not np.array_equal(a, b) for a, b in zip(*frames.values(), strict=True))
+
+
 def test_the_demo_raises_map_by_fine_tuning(tmp_path, capsys):
     """The pretrained model's segment MAP, then the fine-tuned one's, on the same test split:
     fine-tuning on the rated segments must raise it clearly (1.3-1.4x in trial runs)."""
