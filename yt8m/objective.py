@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from yt8m.distill import SoftTargets
+from yt8m.distill import DistillationError, SoftTargets
 from yt8m.flags import Flags
 from yt8m.losses import get_loss
 
@@ -33,6 +33,12 @@ class Objective:
     def __init__(self, flags: Flags, device: torch.device) -> None:
         self.label_loss = get_loss(flags.label_loss, flags.alpha)
         self.penalty = flags.regularization_penalty
+        if flags.distill_from and flags.segment_labels:
+            raise DistillationError(
+                "--distill_from with --segment_labels: the soft targets cover every class, "
+                "the rated segments only their rated classes; distil on video-level data, "
+                "then fine-tune the student on the segments"
+            )
         self.soft_targets = SoftTargets(flags, device) if flags.distill_from else None
 
     def __call__(
