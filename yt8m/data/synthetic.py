@@ -113,23 +113,40 @@ class Generator:
 
     def video(self, labels: np.ndarray, frames: int) -> np.ndarray:
         """Float frames ``[frames, dim]`` in [-2, 2] carrying the evidence of `labels`."""
-        rng = self.rng
-        x = self.noise[rng.integers(NOISE_BANK_ROWS, size=frames)]
-        x += rng.normal(0.0, SCENE_STD, self.dim).astype(np.float32)
+        x = self.background(frames)
         if self.shared_evidence:
-            count = min(frames, max(1, round(rng.uniform(*EVIDENCE_FRACTION) * frames)))
-            shared = rng.permutation(frames)[:count]
+            shared = self.evidence_frames(frames)
         for label in labels:
             if self.shared_evidence:
-                where, order = shared, rng.permutation(count)
+                order = self.rng.permutation(len(shared))
+                self.add_evidence(x, label, shared, order)
             else:
-                count = min(frames, max(1, round(rng.uniform(*EVIDENCE_FRACTION) * frames)))
-                where, order = rng.permutation(frames)[:count], np.arange(count)
-            signs = np.where(order % 2 == 0, SWING_AMPLITUDE, -SWING_AMPLITUDE)
-            swing = self.patterns[label, 1 + rng.integers(2, size=count)]
-            x[where] += signs[:, None].astype(np.float32) * swing
-            x[where] += MEAN_AMPLITUDE * self.patterns[label, 0]
+                self.add_evidence(x, label, self.evidence_frames(frames))
         return np.clip(x, -2.0, 2.0, out=x)
+
+    def background(self, frames: int) -> np.ndarray:
+        """Unclipped float frames ``[frames, dim]``: the scene vector plus frame noise."""
+        x = self.noise[self.rng.integers(NOISE_BANK_ROWS, size=frames)]
+        x += self.rng.normal(0.0, SCENE_STD, self.dim).astype(np.float32)
+        return x
+
+    def evidence_frames(self, frames: int) -> np.ndarray:
+        """A random fraction `EVIDENCE_FRACTION` of the rows ``0..frames-1`` (at least one)."""
+        count = min(frames, max(1, round(self.rng.uniform(*EVIDENCE_FRACTION) * frames)))
+        return self.rng.permutation(frames)[:count]
+
+    def add_evidence(
+        self, x: np.ndarray, label: int, where: np.ndarray, order: np.ndarray | None = None
+    ) -> None:
+        """Add class `label`'s evidence to the rows `where` of `x`: its mean pattern and
+        a swing pattern whose sign alternates along `order` (a permutation of
+        ``range(len(where))``; default: the order of `where`), see the module's docstring."""
+        count = len(where)
+        order = np.arange(count) if order is None else order
+        signs = np.where(order % 2 == 0, SWING_AMPLITUDE, -SWING_AMPLITUDE)
+        swing = self.patterns[label, 1 + self.rng.integers(2, size=count)]
+        x[where] += signs[:, None].astype(np.float32) * swing
+        x[where] += MEAN_AMPLITUDE * self.patterns[label, 0]
 
 
 def video_id(split: str, index: int) -> str:
@@ -220,6 +237,8 @@ def write_dataset(
 
 
 def main(argv: list[str]) -> int:
+    from yt8m.segments.synthetic import whitelist_path, write_segment_dataset  # (a cycle)
+
     parser = argparse.ArgumentParser(
         prog="yt8m synth",
         description="Write a synthetic YouTube-8M dataset (frame- and video-level TFRecords).",
@@ -230,11 +249,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--test_videos", type=int, default=300)
     parser.add_argument("--shards", type=int, default=4, help="files per split and level")
     parser.add_argument("--classes", type=int, default=4716)
-    parser.add_argument("--id_key", choices=ID_KEYS, default="video_id")
+    parser.add_argument("--id_key", choices=ID_KEYS, help="video_id (the default) or id")
     parser.add_argument("--min_frames", type=int, default=60)
     parser.add_argument("--max_frames", type=int, default=300)
     parser.add_argument("--feature_sizes", default="1024,128", help="rgb,audio sizes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--segments",
+        action="store_true",
+        help="2019 segment-rated validate/test splits and a whitelist (key id, frame-level)",
+    )
     parser.add_argument(
         "--shared_evidence", action="store_true", help="a video's labels show in the same frames"
     )
@@ -247,12 +271,13 @@ def main(argv: list[str]) -> int:
         "validate": args.validate_videos,
         "test": args.test_videos,
     }
-    patterns = write_dataset(
+    writer = write_segment_dataset if args.segments else write_dataset  # yt8m.segments.synthetic
+    patterns = writer(
         args.output,
         videos=counts,
         shards=args.shards,
         classes=args.classes,
-        id_key=args.id_key,
+        id_key=args.id_key or ("id" if args.segments else "video_id"),
         frames=(args.min_frames, args.max_frames),
         feature_sizes=sizes,
         seed=args.seed,
@@ -261,4 +286,6 @@ def main(argv: list[str]) -> int:
     for level, splits in patterns.items():
         for split, pattern in splits.items():
             print(f"{level:5} {split:8} {counts[split]:6d} videos  {pattern}")
+    if args.segments:
+        print(f"whitelist {whitelist_path(args.output)}")
     return 0
