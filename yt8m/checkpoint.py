@@ -6,8 +6,10 @@ Layout of a train_dir::
     checkpoint.json      {"latest": "model.ckpt-STEP.pt", "step": STEP, "all": [...]}
 
 A checkpoint file holds ``format``, ``step``, ``flags`` (the full flag table as a
-JSON string), ``model`` (the state dict), ``optimizer`` (its state dict or None)
-and ``training`` (random states and the loader position, see `yt8m.train`). It is
+JSON string), ``model`` (the state dict), ``optimizer`` (its state dict or None),
+``training`` (random states and the loader position, see `yt8m.train`) and
+``checksums`` (a CRC32C of every tensor and value, verified on load:
+`yt8m.checkpoint_checksum`; a damaged file is a `CheckpointError`). It is
 written to a temporary file, fsynced and renamed (`yt8m.atomic`), then the pointer
 is rewritten the same way: a process killed at any moment leaves every
 ``model.ckpt-*.pt`` complete. `latest_checkpoint` takes the highest step present, so
@@ -30,6 +32,7 @@ import torch
 from torch import nn
 
 from yt8m.atomic import atomic_output
+from yt8m.checkpoint_checksum import CHECKSUM_KEY, checksum_mismatch, payload_checksums
 from yt8m.errors import YT8MError
 from yt8m.flags import Flags
 from yt8m.models.registry import build_model
@@ -107,6 +110,7 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "training": training_state or {},
     }
+    payload[CHECKSUM_KEY] = payload_checksums(payload)
     with atomic_output(path, binary=True) as out:
         torch.save(payload, out)
     steps = [s for s, _ in list_checkpoints(train_dir)]
@@ -139,7 +143,11 @@ def remove_stale_temporaries(train_dir: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read one checkpoint file onto the CPU, refusing anything but plain data."""
+    """Read one checkpoint file onto the CPU, refusing anything but plain data.
+
+    Raises `CheckpointError` for a missing, unreadable, foreign or damaged file (one whose
+    content does not match its checksums).
+    """
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -152,6 +160,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path} is not a yt8m checkpoint of format {FORMAT_VERSION} "
             "(a file written by `yt8m train` was expected)"
         )
+    damaged = checksum_mismatch(payload)
+    if damaged:
+        raise CheckpointError(
+            f"checkpoint {path} is damaged: its {damaged} does not match the checksum "
+            "written with it"
+        )
+    if CHECKSUM_KEY not in payload:
+        log.warning("%s has no checksums (written before they existed): not verified", path)
     return Checkpoint(
         path=path,
         step=int(payload["step"]),
@@ -201,8 +217,11 @@ def find_checkpoint(train_dir: str | Path, check_point: int = -1) -> Path:
 
 
 def warn_flag_differences(cli_flags: Flags, checkpoint: Checkpoint) -> None:
-    """Log one warning per model flag whose command-line value differs from the checkpoint's."""
+    """Log one warning per model flag the command line gave whose value differs from the
+    checkpoint's (defaults nobody typed are not reported)."""
     for name, cli_value, saved_value in cli_flags.model_differences(checkpoint.flags):
+        if not cli_flags.was_given(name):
+            continue
         log.warning(
             "--%s=%s on the command line differs from %s in %s; the checkpoint's value is used",
             name,
@@ -221,9 +240,18 @@ def restore_model(
     """Rebuild the model of a checkpoint from its own flags, weights loaded, in eval mode.
 
     `check_point` is a step or -1 for the latest. Model flags of `cli_flags` that
-    differ from the checkpoint's are reported with a warning, never used.
+    differ from the checkpoint's are reported with a warning, never used. An unreadable
+    checkpoint is an error that names ``--check_point=STEP`` and the other steps present.
     """
-    checkpoint = load_checkpoint(find_checkpoint(train_dir, check_point))
+    path = find_checkpoint(train_dir, check_point)
+    try:
+        checkpoint = load_checkpoint(path)
+    except CheckpointError as err:
+        others = [str(step) for step, other in list_checkpoints(train_dir) if other != path]
+        choice = f"steps present: {', '.join(others)}" if others else "it is the only one"
+        raise CheckpointError(
+            f"{err}; pick another checkpoint with --check_point=STEP ({choice})"
+        ) from None
     warn_flag_differences(cli_flags, checkpoint)
     model = build_model(checkpoint.flags)
     model.load_state_dict(checkpoint.model_state)
