@@ -245,6 +245,18 @@ def read_record_views(
             stats.report()
 
 
+def has_records(path: str) -> bool:
+    """Whether the (uncompressed) stream of `path` holds any byte: False for an empty file
+    or an empty GZIP stream. A damaged file counts as holding data (reading it says more)."""
+    stream = _open_stream(path)
+    try:
+        return len(stream.read(1)) > 0
+    except (OSError, EOFError, zlib.error):
+        return True
+    finally:
+        stream.close()
+
+
 def count_records(path: str) -> int:
     """Number of records in one file, reading only the length fields (and their CRCs).
 
