@@ -20,6 +20,12 @@ training flags come from the command line.
 
 Under ``torchrun`` every rank trains a DistributedDataParallel replica on its own
 shards; rank 0 alone writes checkpoints and TensorBoard logs.
+
+Nothing is lost or silently wrong (`yt8m.stopping`, `yt8m.resume`,
+`yt8m.data.no_records`): SIGINT/SIGTERM end the run after a checkpoint of the last
+finished step (exit 130/143; the same command resumes), a damaged latest checkpoint is set
+aside for the newest good one, a resume with another ``--batch_size`` is refused, and
+training data without a record is an error before anything is written.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from yt8m.batchnorm import recalibrate_batch_norm
 from yt8m.checkpoint import (
     Checkpoint,
+    checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
     remove_checkpoints,
@@ -50,6 +57,7 @@ from yt8m.checkpoint import (
 )
 from yt8m.data.features import model_inputs
 from yt8m.data.loader import make_loader
+from yt8m.data.no_records import no_records_error, require_records
 from yt8m.distributed import (
     Process,
     all_ranks_true,
@@ -70,6 +78,8 @@ from yt8m.optim import (
     learning_rate,
     set_learning_rate,
 )
+from yt8m.resume import check_resumable, newest_good_checkpoint
+from yt8m.stopping import StopRequest
 
 log = logging.getLogger("yt8m.train")
 
@@ -95,9 +105,11 @@ def train(flags: Flags) -> nn.Module:
         raise TrainingError("--train_data_pattern is empty: give the glob of the training files")
     get_loss(flags.label_loss)  # unknown names fail before any work
     check_optimizer_name(flags.optimizer)
+    require_records("--train_data_pattern", flags.train_data_pattern)
     process = init_distributed(flags.device)
     try:
-        return _train(flags, process)
+        with StopRequest(process, every=METRICS_EVERY) as stop:
+            return _train(flags, process, stop)
     finally:
         shutdown(process)
 
@@ -108,8 +120,10 @@ def sampling_seed(seed: int, rank: int, step: int) -> int:
 
 
 def _start_or_resume(flags: Flags, process: Process) -> Checkpoint | None:
-    """Clear train_dir for `--start_new_model`, else load its latest checkpoint (if any)."""
+    """Clear train_dir for `--start_new_model`, else load its newest good checkpoint (if
+    any; rank 0 sets damaged newer ones aside first, `yt8m.resume`)."""
     train_dir = Path(flags.train_dir)
+    checkpoint = None
     if process.is_main:
         train_dir.mkdir(parents=True, exist_ok=True)
         if flags.start_new_model:
@@ -118,10 +132,13 @@ def _start_or_resume(flags: Flags, process: Process) -> Checkpoint | None:
                 events.unlink()
         else:
             remove_stale_temporaries(train_dir)
+            checkpoint = newest_good_checkpoint(train_dir)
     if process.distributed:
         torch.distributed.barrier()
-    path = None if flags.start_new_model else latest_checkpoint(train_dir)
-    return load_checkpoint(path) if path else None
+        path = None if flags.start_new_model else latest_checkpoint(train_dir)
+        if not process.is_main and path:
+            checkpoint = load_checkpoint(path)
+    return checkpoint
 
 
 def _training_state(step: int, process: Process) -> dict:
@@ -222,6 +239,7 @@ def _model_and_optimizer(
     """
     checkpoint = _start_or_resume(flags, process)
     if checkpoint is not None:
+        check_resumable(flags, checkpoint)
         if process.is_main:
             warn_flag_differences(flags, checkpoint)
         model_flags = {name: saved for name, _, saved in flags.model_differences(checkpoint.flags)}
@@ -239,7 +257,7 @@ def _model_and_optimizer(
     return flags, model, optimizer, checkpoint.step
 
 
-def _train(flags: Flags, process: Process) -> nn.Module:
+def _train(flags: Flags, process: Process, stop: StopRequest) -> nn.Module:
     device = process.device
     flags, model, optimizer, step = _model_and_optimizer(flags, process)
     label_loss_fn = get_loss(flags.label_loss, flags.alpha)
@@ -327,9 +345,13 @@ def _train(flags: Flags, process: Process) -> nn.Module:
         if process.is_main and (periodic or now - saved_time >= flags.save_checkpoint_secs):
             save()
             saved_step, saved_time = step, now
+        if stop.agreed(step):
+            break
 
     training_log.close()
-    if flags.recalibrate_batch_norm > 0 and process.is_main:
+    if step == 0 and flags.max_steps != 0:  # not one batch on some rank: nothing to save
+        raise no_records_error("--train_data_pattern", flags.train_data_pattern, "no batch")
+    if flags.recalibrate_batch_norm > 0 and process.is_main and not stop.requested:
         loader = make_loader(flags, flags.train_data_pattern, training=True)
         recalibrate_batch_norm(
             model, itertools.islice(loader, flags.recalibrate_batch_norm), sampling
@@ -340,5 +362,8 @@ def _train(flags: Flags, process: Process) -> nn.Module:
     if process.is_main:
         if step != saved_step or latest_checkpoint(flags.train_dir) is None:
             save()
-        log.info("finished at step %d: %s", step, flags.train_dir)
+        if not stop.requested:
+            log.info("finished at step %d: %s", step, flags.train_dir)
+    if stop.requested:
+        raise stop.stopped(step, str(checkpoint_path(flags.train_dir, step)))
     return model

@@ -42,6 +42,7 @@ from yt8m.data.tfrecord import (
 )
 from yt8m.errors import YT8MError
 from yt8m.flags import FlagError, Flags
+from yt8m.stopping import ignore_stop_signals
 
 FRAME_SHUFFLE_BUFFER = 1024  # records (~200 KB each)
 VIDEO_SHUFFLE_BUFFER = 8192  # records (~5 KB each)
@@ -310,6 +311,7 @@ def make_loader(
         batch_size=None,
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
+        worker_init_fn=ignore_stop_signals if workers else None,  # the main process decides
     )
     return BatchLoader(plan, loader)
 
