@@ -93,6 +93,7 @@ def _splits(args: argparse.Namespace, out: Path) -> dict[str, str]:
         feature_sizes=SYNTHETIC_FEATURE_SIZES,
         levels=("frame",),
         seed=args.seed,
+        overwrite=True,  # the demo's own folder: a run replaces the previous run's data
     )
     return patterns["frame"]
 
