@@ -367,7 +367,12 @@ def _average_streams(
 
 
 def check_output(output: str | os.PathLike, inputs: Sequence[str]) -> None:
-    """Refuse an output that is one of the inputs; say so when an existing file is replaced."""
+    """Refuse an output that is one of the inputs, or a remote one; say so when an existing
+    file is replaced."""
+    if "://" in os.fspath(output):
+        raise EnsembleError(
+            f"--output_file {os.fspath(output)}: outputs are written locally; copy it afterwards"
+        )
     if not os.path.exists(output):
         return
     for path in inputs:

@@ -321,4 +321,10 @@ def parse_flags(argv: list[str], command: str = "train") -> Flags:
             i += 1
     flags = Flags(**values)
     flags.given = frozenset(given)
+    for name in ("train_dir", "output_file"):  # written locally; remote paths are read only
+        if "://" in getattr(flags, name):
+            raise FlagError(
+                f"--{name}={getattr(flags, name)}: remote paths are read (data patterns), never "
+                "written; give a local path and copy the result (e.g. gcloud storage cp)"
+            )
     return flags
