@@ -4,11 +4,16 @@ error naming the file, and nothing written or replaced."""
 from __future__ import annotations
 
 import gzip
+import json
 
+import numpy as np
 import pytest
 
-from tests.test_ensemble import HEADER, rows, write
+from tests.test_ensemble import HEADER, labelled_split, model_file, rows, write
 from yt8m.cli import run_command
+from yt8m.ensemble import holdout_split
+from yt8m.metrics import gap
+from yt8m.submission import read_submission
 
 
 def _folder(tmp_path) -> list[tuple[str, float]]:
@@ -103,3 +108,30 @@ def test_a_colon_that_is_part_of_the_path_is_not_a_weight(tmp_path, monkeypatch,
     write(path, ["p,1 0.800000"])
     assert run_command("average", [name, "--output_file=avg.csv", "--no_progress"]) == 0
     assert rows(tmp_path / "avg.csv") == {"p": [(1, 0.8)]}
+
+
+def test_holdout_scores_the_fitted_weights_on_videos_they_were_not_fitted_on(tmp_path, capsys):
+    """Less friction: the demo's fitted ensemble was scored on the videos it was fitted on."""
+    rng = np.random.default_rng(3)
+    labels, pattern = labelled_split(tmp_path, rng)
+    files = [model_file(tmp_path, f"m{i}.csv", labels, rng, s) for i, s in enumerate([1.0, 0.2])]
+    report_path = tmp_path / "weights.json"
+    argv = ["fit", *files, f"--labels_pattern={pattern}", "--num_classes=25", "--top_k=5"]
+    assert run_command("ensemble", [*argv, f"--output={report_path}", "--holdout=0.5"]) == 0
+    assert "not fitted on" in capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    fitted_on, held_out = holdout_split(60, 0.5)
+    assert report["num_fitted_videos"] == len(fitted_on) == 30
+    assert report["holdout"]["num_videos"] == len(held_out) == 30
+    # the held-out GAP is that of the weighted mean on those videos alone (yt8m.metrics)
+    weights = [m["weight"] for m in report["models"]]
+    ids = list(labels)
+    held = {ids[i]: row for row, i in enumerate(held_out)}
+    dense, truth = np.zeros((len(held), 25)), np.zeros((len(held), 25), dtype=bool)
+    for vid, row in held.items():
+        truth[row, labels[vid]] = True
+    for path, weight in zip(files, weights, strict=True):
+        for vid, labs, conf in read_submission(path):
+            if vid in held:
+                dense[held[vid], labs] += weight * conf
+    assert report["holdout"]["fitted_gap"] == pytest.approx(gap(dense, truth, top_k=5), abs=1e-6)
