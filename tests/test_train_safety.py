@@ -33,7 +33,9 @@ from yt8m import train as train_command
 from yt8m.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from yt8m.cli import run_command
 from yt8m.data.no_records import NoRecordsError
+from yt8m.distributed import init_distributed, shutdown
 from yt8m.resume import ResumeError
+from yt8m.stopping import StopRequest
 from yt8m.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,3 +203,17 @@ def test_under_torchrun_every_rank_stops_at_the_same_step(train_pattern, tmp_pat
     checkpoint = load_checkpoint(latest_checkpoint(tmp_path))
     assert checkpoint.step == step
     assert all(torch.isfinite(t).all() for t in checkpoint.model_state.values())
+
+
+def test_a_stop_request_catches_the_signal_only_while_active():
+    process = init_distributed("cpu")
+    before = signal.getsignal(signal.SIGTERM)
+    with StopRequest(process, every=10) as stop:
+        assert not stop.agreed(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler runs in this thread between bytecodes
+        assert stop.requested and stop.agreed(2)
+        error = stop.stopped(2, "runs/x/model.ckpt-2.pt")
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert error.exit_status == 143 and "stopped by SIGTERM after step 2" in str(error)
+    shutdown(process)

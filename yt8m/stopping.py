@@ -47,6 +47,14 @@ def ignore_stop_signals(_worker_id: int = 0) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
+def _installable(handler: Any, signum: int) -> Any:
+    """A handler `signal.signal` accepts: None (one installed outside Python) becomes the
+    default action."""
+    if handler is None:
+        return signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+    return handler
+
+
 class StopRequest:
     """Catches SIGINT/SIGTERM while active (a context manager); `agreed` says when to stop.
 
@@ -67,7 +75,7 @@ class StopRequest:
 
     def __exit__(self, *exc_info: object) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, _installable(handler, signum))
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -77,7 +85,7 @@ class StopRequest:
             note = "finishing this step, writing a checkpoint, then stopping"
             if signum == signal.SIGINT and not self.process.distributed:
                 note += " (Ctrl-C again stops at once, without one)"
-                signal.signal(signum, self._previous.get(signum, signal.default_int_handler))
+                signal.signal(signum, _installable(self._previous.get(signum), signum))
             os.write(2, f"\nyt8m train: {name} received: {note}\n".encode())
 
     @property
