@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from yt8m.checkpoint import save_checkpoint  # noqa: E402
-from yt8m.data.features import model_inputs  # noqa: E402
 from yt8m.data.loader import make_loader  # noqa: E402
 from yt8m.data.synthetic import write_dataset  # noqa: E402
 from yt8m.flags import parse_flags  # noqa: E402
@@ -105,7 +104,7 @@ def main() -> None:
         def run_model() -> None:
             with torch.inference_mode():
                 for batch in batches:
-                    model(model_inputs(batch["inputs"], batch["num_frames"]), batch["num_frames"])
+                    model(batch["inputs"], batch["num_frames"])
 
         rates = {
             "infer csv": best_rate(lambda: run_infer("sub.csv"), args.videos, args.repeats),

@@ -1,8 +1,9 @@
 """Training-step speed and peak memory of the seed's seven models at the seed's sizes.
 
 For each model (built from the seed README's own command line, at its batch size):
-forward + loss + backward + per-tensor clipping + Adam step on synthetic inputs shaped
-as the loader gives them (``[B, 300, 1152]`` L2-normalised frames, random lengths).
+forward (the model's input transform of the frames it reads included) + loss + backward +
+per-tensor clipping + Adam step on synthetic inputs as the loader gives them
+(``[B, 300, 1152]`` uint8 frames, zero padding rows, random lengths).
 
 Reported against a roofline floor measured in the same run:
 ``floor = FLOPs / matmul rate + optimizer bytes / copy rate`` where
@@ -120,11 +121,11 @@ def copy_rate(mib: int = 512, repeats: int = 4) -> float:
 
 
 def synthetic_batch(flags: Flags, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """Loader-shaped inputs: L2-normalised frames, zero padding, random lengths, labels."""
+    """Loader-shaped inputs: uint8 frames, zero padding rows, random lengths, labels."""
     b, t = flags.batch_size, flags.max_frames
     width = sum(size for _, size in flags.feature_list())
     num_frames = torch.randint(t // 3, t + 1, (b,), generator=generator)
-    inputs = torch.nn.functional.normalize(torch.randn(b, t, width, generator=generator), dim=2)
+    inputs = torch.randint(0, 256, (b, t, width), generator=generator, dtype=torch.uint8)
     inputs *= (torch.arange(t).unsqueeze(0) < num_frames.unsqueeze(1)).unsqueeze(-1)
     labels = torch.rand(b, flags.num_classes, generator=generator) < 3.4 / flags.num_classes
     return inputs, num_frames, labels

@@ -41,7 +41,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from yt8m.checkpoint import restore_model  # noqa: E402
-from yt8m.data.features import model_inputs  # noqa: E402
 from yt8m.data.loader import make_loader  # noqa: E402
 from yt8m.data.synthetic import write_dataset  # noqa: E402
 from yt8m.flags import Flags, parse_flags  # noqa: E402
@@ -80,8 +79,7 @@ def validation_gap(flags: Flags, pattern: str) -> float:
     predictions, labels = [], []
     with torch.no_grad():
         for batch in make_loader(checkpoint.flags, pattern, training=False, batch_size=256):
-            inputs = model_inputs(batch["inputs"], batch["num_frames"])
-            predictions.append(model(inputs, batch["num_frames"], generator))
+            predictions.append(model(batch["inputs"], batch["num_frames"], generator))
             labels.append(batch["labels"])
     return gap(torch.cat(predictions), torch.cat(labels))
 

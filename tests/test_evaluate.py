@@ -17,7 +17,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tests.test_inference import TinySetup, run_torchrun
 from yt8m import evaluate
 from yt8m.checkpoint import CheckpointError, restore_model
-from yt8m.data.features import model_inputs
 from yt8m.data.loader import make_loader
 from yt8m.data.tfrecord import RecordError
 from yt8m.flags import parse_flags
@@ -42,7 +41,7 @@ def expected_metrics(tiny: TinySetup, train_dir, top_k: int) -> dict[str, float]
     with torch.no_grad():
         for batch in make_loader(flags, tiny.validate, training=False):
             num_frames = batch["num_frames"]
-            probabilities = model(model_inputs(batch["inputs"], num_frames), num_frames)
+            probabilities = model(batch["inputs"], num_frames)
             metrics.accumulate(
                 probabilities, batch["labels"], cross_entropy_loss(probabilities, batch["labels"])
             )

@@ -21,7 +21,6 @@ from tests.seed import flag_value, inference_commands, training_commands
 from yt8m import inference
 from yt8m.checkpoint import CheckpointError, restore_model, save_checkpoint
 from yt8m.cli import run_command
-from yt8m.data.features import model_inputs
 from yt8m.data.loader import make_loader
 from yt8m.data.synthetic import write_dataset
 from yt8m.data.tfrecord import RecordError
@@ -106,16 +105,14 @@ def infer(tiny: TinySetup, output: Path, *extra: str) -> list[tuple[str, list, l
 
 
 def expected_lines(tiny: TinySetup, pattern: str, top_k: int) -> set[str]:
-    """Submission lines computed here: checkpoint -> loader -> model_inputs -> model."""
+    """Submission lines computed here: checkpoint -> loader -> model."""
     flags = parse_flags(tiny.args("--deterministic_sampling"), "infer")
     model, _ = restore_model(tiny.train_dir, -1, flags, "cpu")
     model.deterministic_sampling = True
     lines = set()
     with torch.no_grad():
         for batch in make_loader(flags, pattern, training=False):
-            probabilities = model(
-                model_inputs(batch["inputs"], batch["num_frames"]), batch["num_frames"]
-            )
+            probabilities = model(batch["inputs"], batch["num_frames"])
             lines.update(
                 format_submission_lines(batch["video_ids"], probabilities, top_k).splitlines()
             )

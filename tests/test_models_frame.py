@@ -1,11 +1,17 @@
-"""Frame-level models: batch-norm statistics, recurrent lengths, gradients, initialisers
-(fidelity.md §3, §4)."""
+"""Frame-level models: batch-norm statistics, recurrent lengths, gradients, initialisers,
+the input transform of the rows they read (fidelity.md §2, §3, §4).
+
+Most tests feed float frames that are already model inputs, through `Given` (a transform
+that passes the rows on); `test_models_transform_only_the_rows_they_read` checks the
+loader's uint8 frames through the default transform against that.
+"""
 
 import math
 
 import pytest
 import torch
 
+from yt8m.data.features import FrameTransform, WillowFrames
 from yt8m.models import frame_level as fl
 from yt8m.models.classifiers import ClassifierSpec
 from yt8m.models.sampling import sample_frames
@@ -19,18 +25,33 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+class Given(FrameTransform):
+    """The rows as they are: the test hands the model its float input frames."""
+
+    def forward(self, parts, real):
+        return list(parts)
+
+
+def given(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` reading float frames that are already model inputs."""
+    model.input_transform = Given()
+    return model
+
+
 def batch(num_frames: list[int], max_frames: int = 10, width: int = 9, seed: int = 0):
-    """Frames with random real rows and zero padding rows, as `model_inputs` gives them."""
+    """Float frames with random real rows and zero padding rows, as a transform gives them."""
     x = torch.randn(len(num_frames), max_frames, width, generator=gen(seed))
     lengths = torch.tensor(num_frames)
     x = x * (torch.arange(max_frames).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1)
     return x, lengths
 
 
-def tiny_models(add_batch_norm: bool = True) -> dict[str, torch.nn.Module]:
+def tiny_models(add_batch_norm: bool = True, transform: bool = False) -> dict[str, torch.nn.Module]:
+    """The pooling models in miniature, reading float input frames (`Given`), or with their
+    own transform of uint8 frames when `transform`."""
     torch.manual_seed(0)
     common = {"iterations": 7, "add_batch_norm": add_batch_norm}
-    return {
+    models = {
         "netvlad": fl.NetVLADModelLF(
             V, SIZES, cluster_size=4, hidden_size=8, relu=False, gating=True,
             gating_remove_diag=True, classifier=GATED_MOE, **common,
@@ -54,6 +75,7 @@ def tiny_models(add_batch_norm: bool = True) -> dict[str, torch.nn.Module]:
         "dbof_lf_relu": fl.DbofModelLF(V, SIZES, cluster_size=16, hidden_size=8, **common),
         "dbof": fl.DbofModel(V, 9, cluster_size=16, hidden_size=8, pooling="average", **common),
     }  # fmt: skip
+    return models if transform else {name: given(m) for name, m in models.items()}
 
 
 def test_input_batch_norm_uses_all_sampled_frames_with_slim_settings():
@@ -68,12 +90,12 @@ def test_input_batch_norm_uses_all_sampled_frames_with_slim_settings():
     assert not torch.allclose(norm.running_mean, 0.001 * x.reshape(-1, 9).mean(0))
     # Each branch normalised on its own equals one batch norm over all channels, sliced.
     model.input_norm.reset_running_stats()
-    index = model.sample_indices(x, lengths, gen(4))
+    video, audio = model.sampled_parts(x, lengths, gen(4), [(0, 6), (6, 9)])
     full = torch.nn.functional.batch_norm(
         sampled, None, None, norm.weight, norm.bias, training=True, eps=1e-3
     ).view(3, 7, 9)
-    torch.testing.assert_close(model.branch_frames(x, index, 0, 6), full[..., :6])
-    torch.testing.assert_close(model.branch_frames(x, index, 6, 9), full[..., 6:])
+    torch.testing.assert_close(model.branch_norm(video, 0, 6), full[..., :6])
+    torch.testing.assert_close(model.branch_norm(audio, 6, 9), full[..., 6:])
 
 
 def test_evaluation_uses_the_running_statistics():
@@ -119,7 +141,7 @@ def test_original_initialisers():
 
 
 def test_frame_level_logistic_averages_real_frames():
-    model = fl.FrameLevelLogisticModel(V, 9).double()
+    model = given(fl.FrameLevelLogisticModel(V, 9).double())
     x, lengths = batch([3, 10, 0])
     x = x.double()
     expected = torch.stack([x[0, :3].mean(0), x[1].mean(0), torch.zeros(9, dtype=torch.float64)])
@@ -150,7 +172,7 @@ def reference_states(rnn: torch.nn.RNNBase, frames: torch.Tensor, lstm: bool) ->
 @pytest.mark.parametrize("backward", [False, True])
 def test_recurrent_state_is_taken_after_the_last_real_step(lstm, backward):
     cls = fl.LstmModel if lstm else fl.GruModel
-    model = cls(V, 9, cells=4, layers=2, backward=backward).double()
+    model = given(cls(V, 9, cells=4, layers=2, backward=backward).double())
     x, lengths = batch([3, 10, 0, 1])
     x = x.double()
     x[0, 3:] = 7.0  # junk after the end must not matter
@@ -164,7 +186,8 @@ def test_recurrent_state_is_taken_after_the_last_real_step(lstm, backward):
 
 
 def test_lstm_random_frames_reads_iterations_frames_up_to_the_length():
-    model = fl.LstmModel(V, 9, cells=4, layers=2, iterations=6, random_frames=True).double()
+    model = fl.LstmModel(V, 9, cells=4, layers=2, iterations=6, random_frames=True)
+    model = given(model.double())
     x, lengths = batch([3, 10])
     x = x.double()
     got = classifier_input(model, x, lengths, gen(2))
@@ -181,3 +204,46 @@ def test_recurrent_initialisers_match_tensorflow_cells():
     gru = fl.GruModel(V, 9, cells=4, layers=2).rnn
     assert gru.bias_ih_l0.tolist() == [1.0] * 8 + [0.0] * 4  # r, z gates 1, candidate 0
     assert gru.weight_hh_l1[8:].abs().max() <= math.sqrt(6 / (4 + 4 + 4))
+
+
+# ---- the input transform: uint8 rows in, only the rows read are transformed -----------
+
+
+def uint8_batch(num_frames: list[int], max_frames: int = 10, width: int = 9, seed: int = 0):
+    """Loader-like uint8 frames: random real rows, zero bytes after each video's length."""
+    q = torch.randint(0, 256, (len(num_frames), max_frames, width), generator=gen(seed))
+    lengths = torch.tensor(num_frames)
+    real = torch.arange(max_frames).unsqueeze(0) < lengths.unsqueeze(1)
+    return (q * real.unsqueeze(-1)).to(torch.uint8), lengths
+
+
+def all_models(transform: bool) -> dict[str, torch.nn.Module]:
+    models = tiny_models(transform=transform)
+    torch.manual_seed(1)
+    models.update(
+        logistic=fl.FrameLevelLogisticModel(V, 9),
+        gru=fl.GruModel(V, 9, cells=4, layers=2, backward=True),
+        lstm_random=fl.LstmModel(V, 9, cells=4, layers=2, iterations=6, random_frames=True),
+    )
+    if not transform:
+        for name in ("logistic", "gru", "lstm_random"):
+            given(models[name])
+    return models
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_models_transform_only_the_rows_they_read(mode):
+    """fidelity.md §2: the model input is every frame dequantized and L2-normalised, padding
+    rows 0. Sampling the uint8 rows and transforming them (per branch, one norm over all
+    channels) gives what transforming every frame and sampling the result gives."""
+    q, lengths = uint8_batch([3, 10, 0, 1, 7])
+    frames = WillowFrames().all_frames(q, lengths)
+    assert frames.dtype == torch.float32 and (frames[2] == 0).all()
+    own, reference = all_models(transform=True), all_models(transform=False)
+    for name, model in own.items():
+        assert isinstance(model.input_transform, WillowFrames), name
+        getattr(model, mode)()
+        getattr(reference[name], mode)()
+        torch.testing.assert_close(
+            model(q, lengths, gen(5)), reference[name](frames, lengths, gen(5)), msg=name
+        )

@@ -48,7 +48,8 @@ def test_every_model_builds_and_predicts(name):
     frame = name in FRAME_LEVEL
     flags = parse_flags([f"--model={name}", f"--frame_features={frame}", *TINY])
     model = build_model(flags)
-    inputs = torch.randn(3, 10, 12) if frame else torch.randn(3, 12)
+    # the loader's inputs: uint8 frames (frame-level) or float32 features (video-level)
+    inputs = torch.randint(0, 256, (3, 10, 12), dtype=torch.uint8) if frame else torch.randn(3, 12)
     p = model(inputs, torch.tensor([10, 4, 1]), torch.Generator().manual_seed(0))
     assert p.shape == (3, 6) and ((p >= 0) & (p <= 1)).all()
     assert model.regularization_loss().shape == ()

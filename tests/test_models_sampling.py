@@ -86,7 +86,8 @@ def test_deterministic_option_applies_to_evaluation_only():
     torch.manual_seed(0)
     model = SoftDbofModelLF(3, (4, 2), iterations=8, cluster_size=16, hidden_size=4, relu=False)
     model.eval()
-    inputs = torch.randn(2, 12, 6, generator=gen(9)) * (numbered([9, 4]) > 0)
+    frames = torch.randint(0, 256, (2, 12, 6), generator=gen(9)) * (numbered([9, 4]) > 0)
+    inputs = frames.to(torch.uint8)
     num_frames = torch.tensor([9, 4])
     faithful = [model(inputs, num_frames, gen(s)) for s in (1, 2)]
     assert not torch.equal(*faithful)  # the original samples at inference too

@@ -14,8 +14,6 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from yt8m.data.features import model_inputs
-
 
 def recalibrate_batch_norm(
     model: nn.Module, batches: Iterable[dict], generator: torch.Generator | None = None
@@ -41,7 +39,7 @@ def recalibrate_batch_norm(
                 for norm in norms:
                     norm.momentum = 1.0 / (seen + 1)  # a running mean of the batches' statistics
                 num_frames = batch["num_frames"].to(device)
-                model(model_inputs(batch["inputs"].to(device), num_frames), num_frames, generator)
+                model(batch["inputs"].to(device), num_frames, generator)
                 seen += 1
     finally:
         for norm, momentum in zip(norms, momenta, strict=True):

@@ -35,7 +35,6 @@ from tqdm import tqdm
 
 from yt8m.atomic import atomic_output
 from yt8m.checkpoint import Checkpoint, restore_model
-from yt8m.data.features import model_inputs
 from yt8m.data.loader import make_loader
 from yt8m.data.no_records import no_records_error, require_records
 from yt8m.distributed import Process, init_distributed, shutdown
@@ -146,7 +145,7 @@ def predict(
             # Not across the `yield`: an abandoned generator must not leave the mode on.
             with torch.inference_mode():
                 num_frames = batch["num_frames"].to(device, non_blocking=True)
-                inputs = model_inputs(batch["inputs"].to(device, non_blocking=True), num_frames)
+                inputs = batch["inputs"].to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=flags.amp):
                     probabilities = model(inputs, num_frames, generator).float()
             yield batch, probabilities

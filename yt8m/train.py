@@ -1,8 +1,8 @@
 """`yt8m train` (and the root `train.py`): the original's training, read top to bottom.
 
-One step (fidelity.md §5): uint8 frames go to the device, become model inputs
-(dequantized, L2-normalised), the model samples its frames from a generator seeded
-by (seed, rank, step), and the loss is the label loss plus
+One step (fidelity.md §5): uint8 frames go to the device and into the model, which
+samples its frames from a generator seeded by (seed, rank, step) and transforms the
+sampled rows (dequantized, L2-normalised: `yt8m.data.features`); the loss is the label loss plus
 ``regularization_penalty * model.regularization_loss()`` (L2 on the MoE weights).
 Adam then applies each gradient tensor clipped on its own, with the staircase
 learning rate of the examples seen so far.
@@ -55,7 +55,6 @@ from yt8m.checkpoint import (
     save_checkpoint,
     warn_flag_differences,
 )
-from yt8m.data.features import model_inputs
 from yt8m.data.loader import make_loader
 from yt8m.data.no_records import no_records_error, require_records
 from yt8m.distributed import (
@@ -320,7 +319,7 @@ def _train(flags: Flags, process: Process, stop: StopRequest) -> nn.Module:
         sampling.manual_seed(sampling_seed(flags.seed, process.rank, step))
 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=flags.amp):
-            predictions = trained(model_inputs(inputs, num_frames), num_frames, sampling)
+            predictions = trained(inputs, num_frames, sampling)
         label_loss = label_loss_fn(predictions.float(), labels)
         loss = label_loss + flags.regularization_penalty * model.regularization_loss()
 

@@ -1,15 +1,37 @@
-"""From a loader batch to the model's input, on the batch's device (fidelity.md §2).
+"""Input transforms: what a model does first to the rows of a loader batch (fidelity.md §2).
 
-Frame-level: dequantize each byte ``x * 4/255 + (4/512 - 2)``, zero the padding rows
-(``t >= num_frames``; the original padded with zeros after dequantizing), then L2-normalise
-every frame's whole vector as TensorFlow's ``l2_normalize`` does:
-``x * rsqrt(max(sum(x**2), 1e-12))``, so zero rows stay exactly zero. Video-level float
-features are L2-normalised the same way.
+The loader hands a model the records as they are: frame-level uint8 frames ``[B, T, D]``
+(rows ``t >= num_frames`` are zero bytes) or video-level float32 features ``[B, D]``.
+Every model owns a transform, chosen by its constructor, and applies it to the rows it
+reads: a frame-sampling model gathers the uint8 rows first and transforms only the sampled
+ones; a model that reads every row transforms them all.
+
+A frame transform (`FrameTransform`) is called as ``transform(parts, real)``:
+
+* ``parts``: uint8 tensors ``[..., w_i]``, consecutive channel blocks of the same rows in
+  channel order, together the whole D-vector (part i holds channels
+  ``sum(w_0..w_{i-1})`` to ``sum(w_0..w_i) - 1``). One part is the whole row; the pooling
+  models pass one part per branch (e.g. rgb, audio), so that no full-width float copy is
+  made.
+* ``real``: bool ``[...]`` (the rows' leading shape): False marks padding rows.
+* returns: a list of fresh float32 tensors ``[..., w_i]``, one per part, on the parts' device.
+
+`WillowFrames` is the WILLOW/starter input, the default of every model: dequantize each
+byte ``x * 4/255 + (4/512 - 2)``, then L2-normalise every frame's whole D-vector as
+TensorFlow's ``l2_normalize``: ``x * rsqrt(max(sum(x**2), 1e-12))`` with the sum taken over
+all parts; padding rows come out exactly 0 (the original padded with zeros after
+dequantizing). Video-level float features are L2-normalised the same way (`L2Features`).
+A new transform subclasses `FrameTransform` and implements ``forward``; per-channel
+constants belong in buffers (``persistent=False`` when they are not model weights), so that
+they move with the model to its device.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+from torch import nn
 
 MAX_QUANTIZED_VALUE = 2.0
 MIN_QUANTIZED_VALUE = -2.0
@@ -28,25 +50,48 @@ def dequantize(
     return quantized.to(torch.float32).mul_(scale).add_(bias)
 
 
-def _l2_normalize_(x: torch.Tensor, row_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """In place over the last dimension; rows where `row_mask` is False become 0."""
-    inverse_norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-    inverse_norm.square_().clamp_(min=L2_EPSILON).rsqrt_()
-    if row_mask is not None:
-        inverse_norm.mul_(row_mask.unsqueeze(-1))
-    return x.mul_(inverse_norm)
+def real_rows(num_frames: torch.Tensor, max_frames: int) -> torch.Tensor:
+    """bool ``[B, max_frames]``: row t of video b is a real frame (``t < num_frames[b]``)."""
+    steps = torch.arange(max_frames, device=num_frames.device)
+    return steps.unsqueeze(0) < num_frames.unsqueeze(1)
 
 
-def model_inputs(inputs: torch.Tensor, num_frames: torch.Tensor) -> torch.Tensor:
-    """A batch's ``inputs`` -> float32 model input on the same device.
+class FrameTransform(nn.Module):
+    """uint8 frame rows -> float32 model input rows (the interface above)."""
 
-    inputs: uint8 ``[B, T, D]`` frames (frame-level) or float ``[B, D]`` (video-level).
-    num_frames: int64 ``[B]``; frame rows ``t >= num_frames[b]`` come out exactly 0.
-    Returns float32 ``[B, T, D]`` (unit-norm real frames) or ``[B, D]`` (unit-norm rows).
-    """
-    if inputs.dtype == torch.uint8:
-        frames = dequantize(inputs)
-        steps = torch.arange(frames.shape[1], device=frames.device)
-        real = steps.unsqueeze(0) < num_frames.to(frames.device).unsqueeze(1)
-        return _l2_normalize_(frames, real)
-    return _l2_normalize_(inputs.to(torch.float32, copy=True))
+    def forward(self, parts: Sequence[torch.Tensor], real: torch.Tensor) -> list[torch.Tensor]:
+        """parts: uint8 ``[..., w_i]`` channel blocks of the same rows; real: bool ``[...]``.
+        Returns float32 ``[..., w_i]`` per part."""
+        raise NotImplementedError
+
+    def rows(self, frames: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """The whole rows ``frames [..., D]`` (uint8) -> float32 ``[..., D]``."""
+        return self([frames], real)[0]
+
+    def all_frames(self, inputs: torch.Tensor, num_frames: torch.Tensor) -> torch.Tensor:
+        """Every row of a batch: ``inputs`` uint8 ``[B, T, D]``, ``num_frames`` int64 ``[B]``
+        (on any device) -> float32 ``[B, T, D]``."""
+        return self.rows(inputs, real_rows(num_frames.to(inputs.device), inputs.shape[1]))
+
+
+class WillowFrames(FrameTransform):
+    """Dequantize, then L2-normalise each frame's whole vector; padding rows exactly 0."""
+
+    def forward(self, parts: Sequence[torch.Tensor], real: torch.Tensor) -> list[torch.Tensor]:
+        frames = [dequantize(part) for part in parts]
+        norms = [torch.linalg.vector_norm(x, dim=-1) for x in frames]
+        square_sum = norms[0].square_()
+        for norm in norms[1:]:
+            square_sum.add_(norm.square_())
+        inverse_norm = square_sum.clamp_(min=L2_EPSILON).rsqrt_().mul_(real).unsqueeze(-1)
+        return [x.mul_(inverse_norm) for x in frames]
+
+
+class L2Features(nn.Module):
+    """Video-level input: float ``[B, D]`` -> float32 ``[B, D]``, each row L2-normalised
+    (epsilon as above; the input is not modified)."""
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = features.to(torch.float32, copy=True)
+        inverse_norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        return x.mul_(inverse_norm.square_().clamp_(min=L2_EPSILON).rsqrt_())

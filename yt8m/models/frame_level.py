@@ -1,9 +1,12 @@
 """Frame-level models (fidelity.md §3, §4): the WILLOW models and the starter's.
 
 Every model: ``forward(inputs [B, T, D], num_frames int64 [B], generator=None) ->
-probabilities [B, num_classes]``. Frames are sampled inside, in training and
-evaluation alike (`sampling.py`); with ``deterministic_sampling = True`` evaluation
-mode takes evenly spaced frames instead. ``feature_sizes`` lists the concatenated
+probabilities [B, num_classes]`` with ``inputs`` the loader's uint8 frames (zero rows after
+``num_frames``). Each model owns its input transform (``input_transform``, a
+`yt8m.data.features.FrameTransform`, the WILLOW input by default): a sampling model gathers
+the uint8 rows it samples and transforms only those, a model reading every row transforms
+them all. Frames are sampled inside, in training and evaluation alike (`sampling.py`); with
+``deterministic_sampling = True`` evaluation mode takes evenly spaced frames instead. ``feature_sizes`` lists the concatenated
 features (``(1024, 128)`` for rgb, audio): the first is the "video" branch, the rest
 together the "audio" branch (omitted when there is no second feature).
 
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from yt8m.data.features import FrameTransform, WillowFrames
 from yt8m.errors import YT8MError
 from yt8m.models.classifiers import ClassifierSpec, Logistic
 from yt8m.models.gating import ContextGating
@@ -42,13 +46,20 @@ MOE = ClassifierSpec()  # the original's default --video_level_classifier_model
 
 
 class FrameLevelModel(nn.Module):
-    """Frame sampling and the classifier's regularisation, shared by the models below."""
+    """Frame sampling, the input transform and the classifier's regularisation, shared by
+    the models below."""
 
-    def __init__(self, iterations: int, sample_random_frames: bool) -> None:
+    def __init__(
+        self,
+        iterations: int,
+        sample_random_frames: bool,
+        input_transform: FrameTransform | None = None,
+    ) -> None:
         super().__init__()
         self.iterations = iterations
         self.sample_random_frames = sample_random_frames
         self.deterministic_sampling = False
+        self.input_transform = input_transform if input_transform is not None else WillowFrames()
         self.classifier: nn.Module
 
     def sample_indices(
@@ -67,14 +78,29 @@ class FrameLevelModel(nn.Module):
             generator=generator,
         )
 
+    def sampled_parts(
+        self,
+        inputs: torch.Tensor,
+        num_frames: torch.Tensor,
+        generator: torch.Generator | None,
+        bounds: list[tuple[int, int]],
+    ) -> list[torch.Tensor]:
+        """The sampled frames, transformed, as one float32 ``[B, iterations, stop - start]``
+        per channel range ``(start, stop)`` of `bounds` (consecutive, together all D
+        channels): the uint8 rows are gathered per range, then transformed together."""
+        index = self.sample_indices(inputs, num_frames, generator)
+        real = index < num_frames.to(index.device).clamp(0, inputs.shape[1]).unsqueeze(1)
+        parts = [gather_frames(inputs, index, start, stop) for start, stop in bounds]
+        return self.input_transform(parts, real)
+
     def sample(
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
-        """``[B, iterations, D]`` sampled frames."""
-        return gather_frames(inputs, self.sample_indices(inputs, num_frames, generator))
+        """``[B, iterations, D]`` sampled frames, transformed."""
+        return self.sampled_parts(inputs, num_frames, generator, [(0, inputs.shape[-1])])[0]
 
     def regularization_loss(self) -> torch.Tensor:
         """``l2 * 0.5 * sum ||W||^2`` over the classifier's gate and expert weights."""
@@ -122,14 +148,11 @@ class PoolingModel(FrameLevelModel):
         self.gating = ContextGating(pooled, gating_remove_diag, add_batch_norm) if gating else None
         self.classifier = classifier.build(pooled, num_classes)
 
-    def branch_frames(
-        self, inputs: torch.Tensor, index: torch.Tensor, start: int, stop: int
-    ) -> torch.Tensor:
-        """Channels ``start:stop`` of the sampled frames after the input batch norm, as a
-        contiguous ``[B, N, stop - start]``. The norm is per channel, so normalising each
+    def branch_norm(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """The input batch norm of channels ``start:stop`` of the sampled frames ``x`` (a
+        contiguous ``[B, N, stop - start]``). The norm is per channel, so normalising each
         branch on its own equals normalising all channels (statistics over all B*N
         sampled frames) and slicing, without a full-width copy or gradient."""
-        x = gather_frames(inputs, index, start, stop)
         norm = self.input_norm
         if norm is None:
             return x
@@ -153,11 +176,14 @@ class PoolingModel(FrameLevelModel):
         num_frames: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        index = self.sample_indices(inputs, num_frames, generator)
-        pooled = self.video_pooling(self.branch_frames(inputs, index, 0, self.video_size))
+        width = inputs.shape[-1]
+        bounds = [(0, self.video_size)]
         if self.audio_pooling is not None:
-            width = inputs.shape[-1]
-            audio = self.audio_pooling(self.branch_frames(inputs, index, self.video_size, width))
+            bounds.append((self.video_size, width))
+        frames = self.sampled_parts(inputs, num_frames, generator, bounds)
+        pooled = self.video_pooling(self.branch_norm(frames[0], 0, self.video_size))
+        if self.audio_pooling is not None:
+            audio = self.audio_pooling(self.branch_norm(frames[1], self.video_size, width))
             pooled = torch.cat([pooled, audio], dim=1)
         h = self.hidden(pooled) if self.hidden is not None else pooled
         if self.gating is not None:
@@ -429,8 +455,9 @@ class FrameLevelLogisticModel(FrameLevelModel):
         num_frames: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        counts = num_frames.to(inputs.device, inputs.dtype).clamp_min(1).unsqueeze(1)
-        return self.classifier(inputs.sum(1) / counts)
+        frames = self.input_transform.all_frames(inputs, num_frames)
+        counts = num_frames.to(frames.device, frames.dtype).clamp_min(1).unsqueeze(1)
+        return self.classifier(frames.sum(1) / counts)
 
 
 def reverse_sequences(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -471,11 +498,12 @@ class RecurrentModel(FrameLevelModel):
         num_frames: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        x = inputs
         lengths = num_frames.to(inputs.device).clamp(0, inputs.shape[1])
         if self.random_frames:
             x = self.sample(inputs, lengths, generator)
             lengths = lengths.clamp_max(x.shape[1])
+        else:
+            x = self.input_transform.all_frames(inputs, lengths)
         if self.backward:
             x = reverse_sequences(x, lengths)
         # A video with no frame keeps the zero initial state, as TensorFlow's dynamic_rnn.

@@ -1,7 +1,9 @@
 """Video-level models: one feature vector per video (fidelity.md §4).
 
-``forward(inputs [B, D], num_frames [B], generator=None) -> probabilities [B, num_classes]``;
-`num_frames` and `generator` are accepted for the common interface and unused.
+``forward(inputs [B, D], num_frames [B], generator=None) -> probabilities [B, num_classes]``
+with ``inputs`` the loader's float32 features, L2-normalised first by the model's
+``input_transform`` (`yt8m.data.features.L2Features`, fidelity.md §2); `num_frames` and
+`generator` are accepted for the common interface and unused.
 """
 
 from __future__ import annotations
@@ -9,14 +11,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from yt8m.data.features import L2Features
 from yt8m.models.classifiers import Logistic, MoE
 
 
 class VideoLevelModel(nn.Module):
-    """A classifier applied to the video's features as they come."""
+    """A classifier applied to the video's L2-normalised features."""
 
     def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
+        self.input_transform = L2Features()
         self.classifier = classifier
         self.deterministic_sampling = False  # nothing is sampled; kept for the interface
 
@@ -26,7 +30,7 @@ class VideoLevelModel(nn.Module):
         num_frames: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        return self.classifier(inputs)
+        return self.classifier(self.input_transform(inputs))
 
     def regularization_loss(self) -> torch.Tensor:
         """``l2 * 0.5 * sum ||W||^2`` over the classifier's weights."""
