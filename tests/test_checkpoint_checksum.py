@@ -1,4 +1,5 @@
-"""Checkpoint checksums (issue 11 case 7): a damaged checkpoint is never used silently."""
+"""Checkpoint checksums (issue 11 case 7): a damaged checkpoint is never used silently
+(as TFRecords carry a CRC32C per record, fidelity.md §1, checkpoints carry one per tensor)."""
 
 import pytest
 import torch

@@ -1,5 +1,6 @@
 """`yt8m average` / `yt8m ensemble apply` on bad input (issue 11 cases 2, 3, 4, 8): a clear
-error naming the file, and nothing written or replaced."""
+error naming the file, and nothing written or replaced. fidelity.md §6: the averaging and
+the submission format (one line per video, `%f` pairs)."""
 
 from __future__ import annotations
 

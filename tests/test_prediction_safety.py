@@ -1,5 +1,7 @@
 """`yt8m eval` and `yt8m infer` on bad input (issue 11): clear errors, nothing written, and
-the data format taken from the checkpoint so that the README's own commands work."""
+the data format taken from the checkpoint so that the README's own commands work
+(fidelity.md §6: inference restored the whole graph from the checkpoint, so the flags on
+its command line did not matter)."""
 
 from __future__ import annotations
 

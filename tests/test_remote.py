@@ -1,6 +1,7 @@
 """Remote data patterns (issue 11 case 9) through fsspec, tested on its `memory://` file
 system: the same batches and predictions as the local files; a missing back end (gcsfs for
-gs://) is a one-line error naming `pip install 'yt8m[gcs]'`; remote outputs are refused."""
+gs://) is a one-line error naming `pip install 'yt8m[gcs]'`; remote outputs are refused.
+fidelity.md §1: the same TFRecords, wherever they are stored."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 Case 1 (no record), case 6 (another --batch_size), case 7 (a damaged latest checkpoint),
 SIGINT and SIGTERM sent to a real `yt8m train` process (one process, and two under
 torchrun). Tiny NetVLAD models on a tiny synthetic dataset (the helpers of test_train.py).
+fidelity.md §5: the learning rate counts examples (step * batch_size), hence case 6.
 """
 
 from __future__ import annotations
