@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from yt8m import __version__
@@ -52,12 +53,12 @@ def run_command(command: str, argv: list[str]) -> int:
         return int(func(argv) or 0)
     except YT8MError as err:
         print(f"yt8m {command}: error: {err}", file=sys.stderr)
-        return getattr(err, "exit_status", 2)
+        return err.exit_status
     except KeyboardInterrupt:
         print(f"yt8m {command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `yt8m ... | head`: the reader went away
-        sys.stderr.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
         return 141
 
 
