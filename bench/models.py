@@ -1,7 +1,10 @@
-"""Training-step speed and peak memory of the seed's seven models at the seed's sizes.
+"""Training-step speed and peak memory of the seed's seven models at the seed's sizes,
+and of linrongc's NeXtVLAD (``nextvlad``; its 3-branch mixture: ``mix_nextvlad``).
 
-For each model (built from the seed README's own command line, at its batch size):
-forward (the model's input transform of the frames it reads included) + loss + backward +
+For each model (built from the seed README's own command line, or the training line of
+linrongc's script with ``--num_classes=3862``, the 2018 vocabulary; at its batch size):
+forward (the model's input transform of the frames it reads included) + loss
+(`yt8m.objective`, as `yt8m train`: the mixture's branch losses included) + backward +
 per-tensor clipping + Adam step on synthetic inputs as the loader gives them
 (``[B, 300, 1152]`` uint8 frames, zero padding rows, random lengths).
 
@@ -27,7 +30,7 @@ parameters, gradients, Adam state, activations, inputs and allocator slack.
 
 Usage::
 
-    .venv/bin/python bench/models.py                       # all seven, 3 timed steps
+    .venv/bin/python bench/models.py                       # all seven and nextvlad, 3 steps
     .venv/bin/python bench/models.py --models netvlad,netfv,rvlad --steps 2
     .venv/bin/python bench/models.py --memory              # adds the peak memory column
     .venv/bin/python bench/models.py --memory-only         # peak memory alone
@@ -57,11 +60,13 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.linrongc import MIXTURE_SCRIPT, NEXTVLAD_SCRIPT, training_argv  # noqa: E402
 from tests.seed import training_commands  # noqa: E402
 from yt8m.cpu_memory import keep_freed_memory  # noqa: E402
 from yt8m.flags import Flags, parse_flags  # noqa: E402
-from yt8m.losses import cross_entropy_loss  # noqa: E402
 from yt8m.models import build_model, count_trainable_parameters  # noqa: E402
+from yt8m.models.sampling import sampling_base  # noqa: E402
+from yt8m.objective import Objective  # noqa: E402
 from yt8m.optim import clip_per_tensor_  # noqa: E402
 
 # Short names for the seed's commands, in the README's order.
@@ -70,7 +75,14 @@ OPTIMIZER_BYTES_PER_PARAMETER = 32
 GIB = 2**30
 
 
+LINRONGC = {"nextvlad": NEXTVLAD_SCRIPT, "mix_nextvlad": MIXTURE_SCRIPT}
+DEFAULT_NAMES = [*SEED_NAMES, "nextvlad"]
+
+
 def seed_flags(name: str) -> Flags:
+    """The training flags of a seed model or of one of linrongc's scripts."""
+    if name in LINRONGC:
+        return parse_flags([*training_argv(LINRONGC[name]), "--num_classes=3862"], "train")
     argv = [a for a in training_commands()[SEED_NAMES.index(name)] if "data_pattern" not in a]
     return parse_flags(argv, "train")
 
@@ -136,11 +148,12 @@ def make_step(model: torch.nn.Module, flags: Flags):
         model.parameters(), lr=flags.base_learning_rate, eps=1e-8, fused=True
     )
     parameters = [p for p in model.parameters() if p.requires_grad]
+    objective = Objective(flags, torch.device("cpu"))
 
-    def step(inputs, num_frames, labels, generator):
+    def step(inputs, num_frames, labels, key):
         optimizer.zero_grad(set_to_none=True)
-        predictions = model(inputs, num_frames, generator)
-        loss = cross_entropy_loss(predictions, labels) + model.regularization_loss()
+        predictions = model(inputs, num_frames, key)
+        _, loss = objective(model, predictions, labels, {}, inputs, num_frames, key)
         loss.backward()
         clip_per_tensor_(parameters, flags.clip_gradient_norm)
         optimizer.step()
@@ -149,11 +162,12 @@ def make_step(model: torch.nn.Module, flags: Flags):
     return step
 
 
-def forward_backward_flops(model: torch.nn.Module, batch, generator) -> int:
+def forward_backward_flops(model: torch.nn.Module, flags: Flags, batch, key) -> int:
     inputs, num_frames, labels = batch
+    objective = Objective(flags, torch.device("cpu"))
     with FlopCounterMode(display=False) as counter:
-        predictions = model(inputs, num_frames, generator)
-        (cross_entropy_loss(predictions, labels) + model.regularization_loss()).backward()
+        predictions = model(inputs, num_frames, key)
+        objective(model, predictions, labels, {}, inputs, num_frames, key)[1].backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
@@ -164,12 +178,13 @@ def time_model(name: str, steps: int) -> dict:
     generator = torch.Generator().manual_seed(0)
     model = build_model(flags).train()
     batch = synthetic_batch(flags, generator)
+    key = sampling_base(0)  # the frame-sampling key
     parameters = count_trainable_parameters(model)
-    flops = forward_backward_flops(model, batch, generator)
+    flops = forward_backward_flops(model, flags, batch, key)
     step = make_step(model, flags)
-    step(*batch, generator)  # warm-up: allocates the Adam state
+    step(*batch, key)  # warm-up: allocates the Adam state
     flop_rate, byte_rate = matmul_rate(), copy_rate()  # the peers, measured next to the steps
-    seconds = best_time(lambda: step(*batch, generator), steps)
+    seconds = best_time(lambda: step(*batch, key), steps)
     floor = flops / flop_rate + parameters * OPTIMIZER_BYTES_PER_PARAMETER / byte_rate
     return {
         "model": name,
@@ -194,7 +209,7 @@ def peak_memory_child(name: str) -> None:
     batch = synthetic_batch(flags, generator)
     step = make_step(model, flags)
     for _ in range(2):
-        step(*batch, generator)
+        step(*batch, sampling_base(0))
     print(json.dumps({"model": name, "peak_bytes": _status_bytes("VmHWM") - baseline}))
 
 
@@ -219,7 +234,7 @@ def peak_memory(name: str, allocator: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=",".join(SEED_NAMES), help="comma-separated subset")
+    parser.add_argument("--models", default=",".join(DEFAULT_NAMES), help="comma-separated subset")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per model (best of)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory")
     parser.add_argument("--memory-only", action="store_true", help="only measure peak memory")
@@ -243,9 +258,9 @@ def main() -> None:
     global clock
     clock = CLOCKS[args.clock]
     names = [n.strip() for n in args.models.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(SEED_NAMES))
+    unknown = sorted(set(names) - set(SEED_NAMES) - set(LINRONGC))
     if unknown:
-        parser.error(f"unknown models {unknown}; choose from {','.join(SEED_NAMES)}")
+        parser.error(f"unknown models {unknown}; choose from {','.join([*SEED_NAMES, *LINRONGC])}")
 
     print(f"machine: {machine()}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")

@@ -9,6 +9,7 @@ from yt8m.data.loader import make_loader
 from yt8m.data.synthetic import write_dataset
 from yt8m.flags import parse_flags
 from yt8m.models import build_model
+from yt8m.models.sampling import sampling_base
 
 
 def test_statistics_are_the_mean_of_the_batches_and_momentum_is_restored(tmp_path):
@@ -39,7 +40,7 @@ def test_statistics_are_the_mean_of_the_batches_and_momentum_is_restored(tmp_pat
     batches = list(
         itertools.islice(make_loader(flags, patterns["frame"]["train"], training=True), 3)
     )
-    seen = recalibrate_batch_norm(model, batches, torch.Generator().manual_seed(0))
+    seen = recalibrate_batch_norm(model, batches, sampling_base(0))
     assert seen == 3
     assert norm.momentum == momentum
     assert not model.training

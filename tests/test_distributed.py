@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.test_train import tiny_argv as train_tiny_argv
 from tests.test_train import write_tiny_training_set
@@ -17,10 +18,9 @@ from yt8m.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from yt8m.distributed import (
     DeviceError,
     Process,
-    all_ranks_true,
     flushing_denormals,
     init_distributed,
-    mean_over_ranks,
+    min_over_ranks,
     resolve_device,
     shutdown,
 )
@@ -32,15 +32,28 @@ def test_auto_is_cpu_without_a_gpu_and_a_bad_device_is_an_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
     assert resolve_device("cpu") == torch.device("cpu")
-    with pytest.raises(DeviceError, match="--device=cuda:0: no CUDA GPU"):
+    with pytest.raises(DeviceError, match="--device=cuda: no CUDA GPU"):
         resolve_device("cuda")
-    with pytest.raises(DeviceError, match="--device='tpu7'"):
-        resolve_device("tpu7")
+    with pytest.raises(DeviceError, match="--device=cuda:1: no CUDA GPU"):
+        resolve_device("cuda:1")
+    for bad in ("tpu7", "meta"):
+        with pytest.raises(DeviceError, match=f"--device='{bad}'"):
+            resolve_device(bad)
 
 
-def test_auto_picks_this_ranks_gpu(monkeypatch):
+def test_each_rank_drives_its_own_gpu(monkeypatch):
+    """auto and cuda: GPU LOCAL_RANK; cuda:N: GPU N + LOCAL_RANK (every rank used to get
+    GPU N, and NCCL failed); cpu: the CPU for every rank; past the last GPU: an error."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_device("auto", local_rank=3) == torch.device("cuda", 3)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    for rank in range(4):
+        assert resolve_device("auto", local_rank=rank) == torch.device("cuda", rank)
+        assert resolve_device("cuda", local_rank=rank) == torch.device("cuda", rank)
+        assert resolve_device("cuda:2", local_rank=rank) == torch.device("cuda", 2 + rank)
+        assert resolve_device("cpu", local_rank=rank) == torch.device("cpu")
+    assert resolve_device("cuda:5") == torch.device("cuda", 5)
+    with pytest.raises(DeviceError, match="local rank 3 would drive GPU 8, but this machine"):
+        resolve_device("cuda:5", local_rank=3)
 
 
 def test_a_single_process_is_rank_zero_and_collectives_pass_through(monkeypatch):
@@ -49,9 +62,7 @@ def test_a_single_process_is_rank_zero_and_collectives_pass_through(monkeypatch)
     process = init_distributed("cpu")
     assert process == Process(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     assert process.is_main and not process.distributed
-    assert all_ranks_true(False, process) is False
-    value = torch.tensor([1.5, float("nan")])
-    assert mean_over_ranks(value, process) is value
+    assert min_over_ranks(7, process) == 7
     shutdown(process)
 
 
@@ -106,8 +117,16 @@ def _train_rank(rank: int, world_size: int, port: int, argv: list[str], out: str
 
 def test_two_gloo_processes_end_with_identical_weights(uneven_shards, tmp_path):
     # One epoch over uneven shards: the rank with less data runs out first, and every rank
-    # stops at that step instead of waiting for it forever.
-    argv = tiny_argv(uneven_shards, tmp_path / "run", "--num_epochs=1", "--export_model_steps=2")
+    # stops at that step (known in advance from the record counts, no collective per step)
+    # instead of waiting for it forever. The staircase counts both ranks' examples.
+    argv = tiny_argv(
+        uneven_shards,
+        tmp_path / "run",
+        "--num_epochs=1",
+        "--export_model_steps=2",
+        "--learning_rate_decay=0.5",
+        "--learning_rate_decay_examples=16",
+    )
     torch.multiprocessing.spawn(
         _train_rank, args=(2, _free_port(), argv, str(tmp_path)), nprocs=2, join=True
     )
@@ -121,6 +140,12 @@ def test_two_gloo_processes_end_with_identical_weights(uneven_shards, tmp_path):
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
         assert torch.equal(rank0[name], saved.model_state[name]), name
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    rates = {e.step: e.value for e in events.Scalars("train/learning_rate")}
+    # 2 ranks x batches of 4: 8 examples per step, a decay every 2 steps (one rank: 4)
+    expected = {s: 0.01 * 0.5 ** ((s - 1) * 8 // 16) for s in (1, saved.step)}
+    assert rates == pytest.approx(expected)
 
 
 def test_a_failing_rank_stops_every_rank_under_torchrun(uneven_shards, tmp_path):

@@ -120,3 +120,21 @@ def test_bad_settings_are_errors():
         MoE(IN, V, num_mixtures=0)
     with pytest.raises(YT8MError, match="video_level_classifier_model"):
         ClassifierSpec(name="SvmModel").build(IN, V)
+
+
+def test_probabilities_stay_float32_under_autocast_without_bfloat16_ties():
+    """--amp: a Logistic head runs in float32 (the same probabilities as without autocast),
+    the MoE's sigmoids and softmax read float32 logits. In bfloat16 (8-bit mantissa) the
+    500 probabilities below take about 250 values: top-k confidences tie."""
+    torch.manual_seed(0)
+    x = torch.randn(10, 64)
+    logistic, moe = Logistic(64, 50), MoE(64, 50, prob_gating=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        coarse = torch.sigmoid(torch.addmm(logistic.bias, x, logistic.weight))  # as it was
+        amp_logistic, amp_moe = logistic(x), moe(x)
+    assert coarse.dtype == torch.bfloat16 and coarse.unique().numel() < 0.6 * coarse.numel()
+    torch.testing.assert_close(amp_logistic, logistic(x), rtol=0, atol=0)
+    for p in (amp_logistic, amp_moe):
+        assert p.dtype == torch.float32
+        assert p.unique().numel() >= 0.99 * p.numel()
+    torch.testing.assert_close(amp_moe, moe(x), rtol=0.05, atol=0.01)

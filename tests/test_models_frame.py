@@ -14,7 +14,7 @@ import torch
 from yt8m.data.features import FrameTransform, WillowFrames
 from yt8m.models import frame_level as fl
 from yt8m.models.classifiers import ClassifierSpec
-from yt8m.models.sampling import sample_frames
+from yt8m.models.sampling import sample_frames, sampling_base
 
 V = 5
 SIZES = (6, 3)  # a small "rgb" and "audio"
@@ -23,6 +23,11 @@ GATED_MOE = ClassifierSpec(prob_gating=True, l2_penalty=1e-3)
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def key(seed: int = 0) -> torch.Tensor:
+    """A frame-sampling key."""
+    return sampling_base(seed)
 
 
 class Given(FrameTransform):
@@ -81,8 +86,8 @@ def tiny_models(add_batch_norm: bool = True, transform: bool = False) -> dict[st
 def test_input_batch_norm_uses_all_sampled_frames_with_slim_settings():
     model = tiny_models()["netvlad"].train()
     x, lengths = batch([3, 10, 6])
-    sampled = sample_frames(x, lengths, 7, random_frames=True, generator=gen(4)).reshape(-1, 9)
-    model(x, lengths, gen(4))
+    sampled = sample_frames(x, lengths, 7, random_frames=True, key=key(4)).reshape(-1, 9)
+    model(x, lengths, key(4))
     norm = model.input_norm
     assert norm.eps == 1e-3 and norm.momentum == 0.001 and norm.affine
     torch.testing.assert_close(norm.running_mean, 0.001 * sampled.mean(0))
@@ -90,7 +95,7 @@ def test_input_batch_norm_uses_all_sampled_frames_with_slim_settings():
     assert not torch.allclose(norm.running_mean, 0.001 * x.reshape(-1, 9).mean(0))
     # Each branch normalised on its own equals one batch norm over all channels, sliced.
     model.input_norm.reset_running_stats()
-    video, audio = model.sampled_parts(x, lengths, gen(4), [(0, 6), (6, 9)])
+    video, audio = model.sampled_parts(x, lengths, key(4), [(0, 6), (6, 9)])
     full = torch.nn.functional.batch_norm(
         sampled, None, None, norm.weight, norm.bias, training=True, eps=1e-3
     ).view(3, 7, 9)
@@ -103,10 +108,10 @@ def test_evaluation_uses_the_running_statistics():
     x, lengths = batch([10, 10])
     with torch.no_grad():
         model.input_norm.running_mean.fill_(0.5)
-    before = model(x, lengths, gen(1))
+    before = model(x, lengths, key(1))
     with torch.no_grad():
         model.input_norm.running_mean.fill_(-0.5)
-    assert not torch.allclose(before, model(x, lengths, gen(1)))
+    assert not torch.allclose(before, model(x, lengths, key(1)))
     assert model.input_norm.num_batches_tracked == 0
 
 
@@ -114,7 +119,7 @@ def test_evaluation_uses_the_running_statistics():
 def test_gradients_reach_every_parameter(add_batch_norm):
     x, lengths = batch([3, 10, 6, 1])
     for name, model in tiny_models(add_batch_norm).items():
-        p = model.train()(x, lengths, gen())
+        p = model.train()(x, lengths, key())
         assert p.shape == (4, V) and ((p >= 0) & (p <= 1)).all(), name
         (p.log().sum() + model.regularization_loss()).backward()
         for pname, param in model.named_parameters():
@@ -190,8 +195,8 @@ def test_lstm_random_frames_reads_iterations_frames_up_to_the_length():
     model = given(model.double())
     x, lengths = batch([3, 10])
     x = x.double()
-    got = classifier_input(model, x, lengths, gen(2))
-    sampled = sample_frames(x, lengths, 6, random_frames=True, generator=gen(2))
+    got = classifier_input(model, x, lengths, key(2))
+    sampled = sample_frames(x, lengths, 6, random_frames=True, key=key(2))
     torch.testing.assert_close(got[0], reference_states(model.rnn, sampled[0, :3], True))
     torch.testing.assert_close(got[1], reference_states(model.rnn, sampled[1], True))
 
@@ -245,5 +250,5 @@ def test_models_transform_only_the_rows_they_read(mode):
         getattr(model, mode)()
         getattr(reference[name], mode)()
         torch.testing.assert_close(
-            model(q, lengths, gen(5)), reference[name](frames, lengths, gen(5)), msg=name
+            model(q, lengths, key(5)), reference[name](frames, lengths, key(5)), msg=name
         )

@@ -252,3 +252,68 @@ def test_hand_written_backwards_pass_gradcheck():
     v = torch.randn(2, D, K, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(global_normalize, (v,))
     torch.testing.assert_close(global_normalize(v), l2_normalize(v.reshape(2, -1), dim=1))
+
+
+# ---- autocast (--amp): the hand-written Functions as autograd's own ops would run -------
+
+
+def _under_bf16_autocast(fn, *inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """fn's float32 output and its inputs' gradients, forward under CPU bfloat16 autocast
+    and backward outside it (as the trainer runs them)."""
+    leaves = [t.detach().float().requires_grad_() for t in inputs]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fn(*leaves)
+    out.float().mul(torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+    return out.float(), [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize(
+    "custom, plain",
+    [
+        (aggregate, lambda x, a: torch.bmm(x.transpose(1, 2), a)),
+        (aggregate_squares, lambda x, a: torch.bmm(x.square().transpose(1, 2), a)),
+    ],
+    ids=["aggregate", "aggregate_squares"],
+)
+def test_aggregations_under_autocast_run_as_the_plain_matmul_would(custom, plain):
+    """Under `--amp` (bfloat16 autocast) the Functions' forward and backward are bfloat16
+    matmuls, as autograd's bmm: outputs and gradients equal the plain ops' under autocast
+    (fidelity is float32's; the backward used to fail: "expected scalar type Float")."""
+    x, a = frames(3), torch.rand(B, N, K, generator=torch.Generator().manual_seed(4))
+    out, grads = _under_bf16_autocast(custom, x, a)
+    expected, expected_grads = _under_bf16_autocast(plain, x, a)
+    assert all(g.dtype == torch.float32 for g in grads)  # each input's own dtype
+    torch.testing.assert_close(out, expected, rtol=1e-2, atol=1e-2)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2 * want.abs().max().item())
+
+
+def test_normalisation_under_autocast_is_float32():
+    v = torch.randn(2, D, K, generator=torch.Generator().manual_seed(7))
+    out, (grad,) = _under_bf16_autocast(intra_then_global_normalize, v.bfloat16())
+    expected, (expected_grad,) = _under_bf16_autocast(
+        lambda t: intra_then_global_normalize(t.float()), v.bfloat16()
+    )
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("module", [NetVLAD, NetRVLAD, NetVLAGD, NetFV], ids=lambda m: m.__name__)
+def test_vlad_and_fv_train_under_autocast_close_to_float32(module):
+    """A forward + backward under CPU bfloat16 autocast: every gradient within 5% (relative
+    L2 norm of the difference) of float32's: bfloat16 keeps 8 bits of mantissa."""
+    torch.manual_seed(0)
+    m = module(D, K).train()
+    x = frames(8).float()
+    results = []
+    for amp in (False, True):
+        m.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = m(x)
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(9))
+        out.float().mul(weights).sum().backward()  # (the output has norm 1: not its square)
+        results.append({n: p.grad.clone() for n, p in m.named_parameters()})
+    for name, grad in results[1].items():
+        reference = results[0][name]
+        assert torch.isfinite(grad).all(), name
+        assert (grad - reference).norm() <= 0.05 * reference.norm(), name

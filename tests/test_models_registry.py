@@ -8,6 +8,7 @@ from tests.seed import flag_value, training_commands
 from yt8m.flags import parse_flags
 from yt8m.models import MODELS, ModelError, build_model, count_trainable_parameters
 from yt8m.models.registry import FRAME_LEVEL
+from yt8m.models.sampling import sampling_base
 
 # fidelity.md §7, in the seed README's order. PyTorch's LSTM/GRU carry a second bias per
 # layer: +4*cells (LSTM) and +3*cells (GRU) per layer, documented in their docstrings.
@@ -39,18 +40,23 @@ TINY = [
     "--num_classes=6", "--feature_sizes=8,4", "--iterations=5", "--netvlad_cluster_size=4",
     "--netvlad_hidden_size=8", "--fv_cluster_size=4", "--fv_hidden_size=8",
     "--dbof_cluster_size=16", "--dbof_hidden_size=8", "--lstm_cells=4", "--gru_cells=4",
-    "--moe_prob_gating", "--gating",
+    "--moe_prob_gating", "--gating", "--nextvlad_cluster_size=4", "--nextvlad_hidden_size=8",
+    "--groups=2",
 ]  # fmt: skip
+# The mixture averages logits: only the logistic classifier gives them.
+EXTRA = {"MixNeXtVladModel": ["--video_level_classifier_model=LogisticModel"]}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_builds_and_predicts(name):
     frame = name in FRAME_LEVEL
-    flags = parse_flags([f"--model={name}", f"--frame_features={frame}", *TINY])
+    flags = parse_flags(
+        [f"--model={name}", f"--frame_features={frame}", *TINY, *EXTRA.get(name, [])]
+    )
     model = build_model(flags)
     # the loader's inputs: uint8 frames (frame-level) or float32 features (video-level)
     inputs = torch.randint(0, 256, (3, 10, 12), dtype=torch.uint8) if frame else torch.randn(3, 12)
-    p = model(inputs, torch.tensor([10, 4, 1]), torch.Generator().manual_seed(0))
+    p = model(inputs, torch.tensor([10, 4, 1]), sampling_base(0))
     assert p.shape == (3, 6) and ((p >= 0) & (p <= 1)).all()
     assert model.regularization_loss().shape == ()
     assert model.deterministic_sampling is False

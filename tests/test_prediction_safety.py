@@ -27,8 +27,9 @@ def tiny(tmp_path_factory) -> TinySetup:
 
 
 def readme_command(command: str) -> list[str]:
-    """The flags of the README's `yt8m COMMAND ...` example, split as a shell would."""
-    (line,) = [ln for ln in README.read_text().splitlines() if ln.startswith(f"yt8m {command} ")]
+    """The flags of the README's first `yt8m COMMAND ...` example (its quick start), split
+    as a shell would."""
+    line = next(ln for ln in README.read_text().splitlines() if ln.startswith(f"yt8m {command} "))
     return shlex.split(line.split("#")[0])[2:]
 
 

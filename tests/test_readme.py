@@ -28,3 +28,18 @@ def test_parameter_column_equals_the_built_model(index):
     with torch.device("meta"):
         model = build_model(parse_flags(SEED_MODELS[index].training_argv()))
     assert counts[index] == count_trainable_parameters(model)
+
+
+def test_the_2018_table_gives_the_built_models_counts():
+    """successors.md §3: the published NeXtVLAD and mixture, 2018 vocabulary."""
+    from tests.linrongc import MIXTURE_SCRIPT, NEXTVLAD_SCRIPT, training_argv
+
+    rows = {
+        row.split("|")[1].strip(): int(row.split("|")[3].strip().replace(",", ""))
+        for row in README.read_text().splitlines()
+        if re.match(r"\| (NeXtVLAD|MixNeXtVlad) \|", row)
+    }
+    for name, script in (("NeXtVLAD", NEXTVLAD_SCRIPT), ("MixNeXtVlad", MIXTURE_SCRIPT)):
+        with torch.device("meta"):
+            model = build_model(parse_flags([*training_argv(script), "--num_classes=3862"]))
+        assert rows[name] == count_trainable_parameters(model)

@@ -119,3 +119,17 @@ def test_id_key_and_command_line(tmp_path, capsys):
     assert "frame train" in capsys.readouterr().out
     [payload] = list(read_records(str(tmp_path / "frame" / "test0000.tfrecord")))
     assert b"\n\x02id" in payload and b"video_id" not in payload
+
+
+def test_shared_evidence_puts_every_label_in_the_same_frames():
+    """successors.md §3 / bench/quality.py: with shared_evidence a video's labels show
+    together in one set of frames (frames summing several classes' patterns)."""
+    generator = synthetic.Generator(CLASSES, (512, 64), SEED, shared_evidence=True)
+    generator.noise[:] = 0  # frames are then the scene, plus the evidence where it is
+    for labels in ([0, 3], [1, 2, 5]):
+        x = generator.video(np.array(labels), 30).astype(np.float64)
+        rows, counts = np.unique(x, axis=0, return_counts=True)
+        evidence = x - rows[counts.argmax()]  # the background rows: the scene alone
+        frames = [set(np.flatnonzero(evidence @ generator.patterns[c, 0] > 0.3)) for c in labels]
+        assert frames[0] and all(f == frames[0] for f in frames)
+        assert len(frames[0]) == int((np.abs(evidence).sum(1) > 0).sum())

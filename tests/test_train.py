@@ -20,7 +20,7 @@ from yt8m.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from yt8m.data.synthetic import write_dataset
 from yt8m.flags import parse_flags
 from yt8m.losses import LossError
-from yt8m.train import TrainingError, train
+from yt8m.train import TrainingError, step_learning_rate, train
 
 TRAIN_VIDEOS, CLASSES = 60, 12
 
@@ -95,19 +95,41 @@ def test_learning_rate_decays_by_examples_of_the_configured_batch_size(train_pat
     flags = tiny_flags(
         train_pattern,
         tmp_path,
-        "--max_steps=6",
+        "--max_steps=25",
+        "--num_epochs=10",
         "--learning_rate_decay=0.5",
         "--learning_rate_decay_examples=16",
     )
     train(flags)
     logged = scalars(tmp_path, "train/learning_rate")
-    # the update that ends at step s was made at step s - 1 (0-based)
-    expected = {s: 0.01 * 0.5 ** math.floor((s - 1) * 8 / 16) for s in range(1, 7)}
+    # logged at step 1, every METRICS_EVERY = 10 steps and at the end; the update that
+    # ends at step s was made at step s - 1 (0-based)
+    expected = {s: 0.01 * 0.5 ** math.floor((s - 1) * 8 / 16) for s in (1, 10, 20, 25)}
     assert logged == pytest.approx(expected)
     events = EventAccumulator(str(tmp_path))
     events.Reload()
-    for tag in ("loss", "gap", "hit_at_one", "examples_per_second"):
-        assert f"train/{tag}" in events.Tags()["scalars"]
+    for tag in ("loss", "total_loss", "gap", "hit_at_one", "examples_per_second"):
+        assert set(scalars(tmp_path, f"train/{tag}")) == {1, 10, 20, 25}, tag
+
+
+def test_the_staircase_counts_the_examples_of_every_rank():
+    """The starter's multi-GPU trainer decayed by global_step * batch_size * num_towers:
+    under torchrun the rate decays as fast per example as one process would."""
+    flags = parse_flags(
+        ["--batch_size=8", "--learning_rate_decay=0.5", "--learning_rate_decay_examples=64"]
+    )
+    assert step_learning_rate(flags, 7, world_size=1) == flags.base_learning_rate
+    assert step_learning_rate(flags, 8, world_size=1) == 0.5 * flags.base_learning_rate
+    assert step_learning_rate(flags, 4, world_size=2) == 0.5 * flags.base_learning_rate
+    assert step_learning_rate(flags, 3, world_size=2) == flags.base_learning_rate
+    assert step_learning_rate(flags, 16, world_size=4) == 0.5**8 * flags.base_learning_rate
+
+
+def test_large_seeds_train(train_pattern, tmp_path):
+    """--seed of 18447 or more overflowed the per-step frame-sampling seed."""
+    for seed in (18447, 2**40):
+        train(tiny_flags(train_pattern, tmp_path / str(seed), "--max_steps=2", f"--seed={seed}"))
+        assert [s for s, _ in list_checkpoints(tmp_path / str(seed))] == [2]
 
 
 def test_penalty_reaches_only_the_moe_gate_and_expert_weights(train_pattern, tmp_path):

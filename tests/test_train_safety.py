@@ -34,7 +34,8 @@ from yt8m import train as train_command
 from yt8m.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from yt8m.cli import run_command
 from yt8m.data.no_records import NoRecordsError
-from yt8m.distributed import init_distributed, shutdown
+from yt8m.distributed import Process, init_distributed, shutdown
+from yt8m.loss_window import LossWindow
 from yt8m.resume import ResumeError
 from yt8m.stopping import StopRequest
 from yt8m.train import train
@@ -209,12 +210,50 @@ def test_under_torchrun_every_rank_stops_at_the_same_step(train_pattern, tmp_pat
 def test_a_stop_request_catches_the_signal_only_while_active():
     process = init_distributed("cpu")
     before = signal.getsignal(signal.SIGTERM)
-    with StopRequest(process, every=10) as stop:
-        assert not stop.agreed(1)
+    with StopRequest(process) as stop:
+        assert not stop.stop_now
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)  # the handler runs in this thread between bytecodes
-        assert stop.requested and stop.agreed(2)
+        assert stop.requested and stop.stop_now  # one process: at once
         error = stop.stopped(2, "runs/x/model.ckpt-2.pt")
     assert signal.getsignal(signal.SIGTERM) == before
     assert error.exit_status == 143 and "stopped by SIGTERM after step 2" in str(error)
     shutdown(process)
+
+
+def test_ranks_agree_on_a_stop_in_the_all_reduce_of_the_losses(monkeypatch):
+    """Under torchrun the stop is agreed at the periodic look at the losses (issue 15's
+    loop: no collective per step), in the one all-reduce that reads them: a rank that got
+    no signal stops with the others, at the same step. Two ranks stood in for by one
+    all-reduce that adds the other rank's tensor (it received SIGTERM, this one nothing)."""
+    calls = []
+
+    def all_reduce(tensor, op=None):
+        calls.append(tensor.numel())
+        other = torch.tensor([2.0, 4.0, 2.0, 4.0, 0.0, 1.0])  # its losses, its SIGTERM vote
+        tensor += other
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    process = Process(rank=1, world_size=2, local_rank=1, device=torch.device("cpu"))
+    window = LossWindow()
+    window.record(1, torch.tensor(1.0), torch.tensor(2.0))
+    window.record(2, torch.tensor(1.0), torch.tensor(2.0))
+    stop = StopRequest(process)
+    assert stop.vote() == [0.0, 0.0] and not stop.stop_now
+    losses, votes = window.read_voting(process, stop.vote())
+    assert calls == [6]  # the losses and the votes in one collective
+    assert [(s.step, s.label_loss, s.loss) for s in losses] == [(1, 1.5, 3.0), (2, 1.5, 3.0)]
+    stop.agree(votes)
+    assert stop.stop_now and stop.requested
+    assert stop.stopped(20, "c").exit_status == 143  # the signal another rank received
+    assert window.read(process) == [] and calls == [6]  # an empty window: nothing to reduce
+
+
+def test_under_torchrun_a_signal_waits_for_the_agreement():
+    process = Process(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"))
+    stop = StopRequest(process)
+    stop._handle(signal.SIGINT, None)
+    assert stop.requested and not stop.stop_now  # the other rank may not know yet
+    assert stop.vote() == [1.0, 0.0]
+    stop.agree([1.0, 0.0])
+    assert stop.stop_now and stop.stopped(10, "c").exit_status == 130

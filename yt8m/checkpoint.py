@@ -7,8 +7,9 @@ Layout of a train_dir::
 
 A checkpoint file holds ``format``, ``step``, ``flags`` (the full flag table as a
 JSON string), ``model`` (the state dict), ``optimizer`` (its state dict or None),
-``training`` (random states and the loader position, see `yt8m.train`) and
-``checksums`` (a CRC32C of every tensor and value, verified on load:
+``training`` (random states and the loader position, see `yt8m.train`), with
+``--ema_decay`` ``ema`` (the averaged state dict, `yt8m.ema`), and ``checksums`` (a
+CRC32C of every tensor and value, the EMA's included, verified on load:
 `yt8m.checkpoint_checksum`; a damaged file is a `CheckpointError`). It is
 written to a temporary file, fsynced and renamed (`yt8m.atomic`), then the pointer
 is rewritten the same way: a process killed at any moment leaves every
@@ -33,6 +34,7 @@ from torch import nn
 
 from yt8m.atomic import atomic_output
 from yt8m.checkpoint_checksum import CHECKSUM_KEY, checksum_mismatch, payload_checksums
+from yt8m.ema import prediction_state
 from yt8m.errors import YT8MError
 from yt8m.flags import Flags
 from yt8m.models.registry import build_model
@@ -58,6 +60,7 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     optimizer_state: dict[str, Any] | None
     training_state: dict[str, Any]
+    ema_state: dict[str, torch.Tensor] | None = None
 
 
 def checkpoint_path(train_dir: str | Path, step: int) -> Path:
@@ -95,11 +98,12 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     training_state: dict[str, Any] | None = None,
     keep: int = 0,
+    ema_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``model.ckpt-STEP.pt`` atomically, then the pointer; keep the `keep` newest.
 
     `model` is the bare module (not a DDP or compiled wrapper). `keep` = 0 keeps all.
-    Returns the checkpoint's path.
+    `ema_state`: the EMA of the weights (`yt8m.ema`), if any. Returns the checkpoint's path.
     """
     path = checkpoint_path(train_dir, step)
     payload = {
@@ -110,6 +114,8 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "training": training_state or {},
     }
+    if ema_state is not None:
+        payload["ema"] = ema_state
     payload[CHECKSUM_KEY] = payload_checksums(payload)
     with atomic_output(path, binary=True) as out:
         torch.save(payload, out)
@@ -175,6 +181,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         model_state=payload["model"],
         optimizer_state=payload["optimizer"],
         training_state=payload["training"],
+        ema_state=payload.get("ema"),
     )
 
 
@@ -231,6 +238,19 @@ def warn_flag_differences(cli_flags: Flags, checkpoint: Checkpoint) -> None:
         )
 
 
+def _load_chosen(train_dir: str | Path, path: Path) -> Checkpoint:
+    """`load_checkpoint(path)`; an unreadable one names ``--check_point=STEP`` and the
+    other steps of `train_dir`."""
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as err:
+        others = [str(step) for step, other in list_checkpoints(train_dir) if other != path]
+        choice = f"steps present: {', '.join(others)}" if others else "it is the only one"
+        raise CheckpointError(
+            f"{err}; pick another checkpoint with --check_point=STEP ({choice})"
+        ) from None
+
+
 def restore_model(
     train_dir: str | Path,
     check_point: int,
@@ -239,20 +259,19 @@ def restore_model(
 ) -> tuple[nn.Module, Checkpoint]:
     """Rebuild the model of a checkpoint from its own flags, weights loaded, in eval mode.
 
-    `check_point` is a step or -1 for the latest. Model flags of `cli_flags` that
-    differ from the checkpoint's are reported with a warning, never used. An unreadable
-    checkpoint is an error that names ``--check_point=STEP`` and the other steps present.
+    `check_point` is a step or -1 for the latest; `train_dir` may also be a file written
+    by `yt8m export`. The weights are the checkpoint's EMA when it has one, unless
+    ``cli_flags.use_ema`` is False. Model flags of `cli_flags` that differ from the
+    checkpoint's are reported with a warning, never used. An unreadable checkpoint is an
+    error that names ``--check_point=STEP`` and the other steps present.
     """
-    path = find_checkpoint(train_dir, check_point)
-    try:
-        checkpoint = load_checkpoint(path)
-    except CheckpointError as err:
-        others = [str(step) for step, other in list_checkpoints(train_dir) if other != path]
-        choice = f"steps present: {', '.join(others)}" if others else "it is the only one"
-        raise CheckpointError(
-            f"{err}; pick another checkpoint with --check_point=STEP ({choice})"
-        ) from None
+    from yt8m.export import is_exported_model, load_exported_model  # it imports this module
+
+    if is_exported_model(train_dir):
+        checkpoint = load_exported_model(train_dir)
+    else:
+        checkpoint = _load_chosen(train_dir, find_checkpoint(train_dir, check_point))
     warn_flag_differences(cli_flags, checkpoint)
     model = build_model(checkpoint.flags)
-    model.load_state_dict(checkpoint.model_state)
+    model.load_state_dict(prediction_state(checkpoint, cli_flags.use_ema))
     return model.to(device).eval(), checkpoint

@@ -50,18 +50,33 @@ class Process:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """`--device` as a torch device: ``auto`` is this rank's GPU when there is one, else CPU."""
+    """`--device` as the torch device of the process of `local_rank` (torchrun's
+    ``LOCAL_RANK``, 0 outside torchrun): ``auto`` is that rank's GPU when there is one, else
+    the CPU; ``cuda`` is GPU ``local_rank``; ``cuda:N`` is GPU ``N + local_rank`` (N is the
+    first GPU of this machine's ranks: ``--device=cuda:2`` with 4 ranks uses GPUs 2 to 5;
+    one process uses GPU N); ``cpu`` is the CPU for every rank."""
+    given = name
     if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    elif name == "cuda":
-        name = f"cuda:{local_rank}"
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise DeviceError(f"--device={name!r}: expected cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"--device={name}: no CUDA GPU is available on this machine")
-    return device
+        raise DeviceError(f"--device={given!r}: expected cpu, cuda, cuda:N or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        raise DeviceError(f"--device={given!r}: expected cpu, cuda, cuda:N or auto")
+    if device.type == "cpu":
+        return device
+    if not torch.cuda.is_available():
+        raise DeviceError(f"--device={given}: no CUDA GPU is available on this machine")
+    index = (device.index or 0) + local_rank
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise DeviceError(
+            f"--device={given}: the process of local rank {local_rank} would drive GPU "
+            f"{index}, but this machine has {count} (GPUs 0 to {count - 1}); give a lower "
+            "--device=cuda:N or fewer processes per machine"
+        )
+    return torch.device("cuda", index)
 
 
 def init_distributed(device_name: str = "auto") -> Process:
@@ -96,22 +111,13 @@ def flushing_denormals() -> bool:
     return torch.tensor(1e-40, dtype=torch.float32).mul(1.0).item() == 0.0
 
 
-def all_ranks_true(value: bool, process: Process) -> bool:
-    """True when `value` is True on every rank (a collective: every rank must call it)."""
+def min_over_ranks(value: int, process: Process) -> int:
+    """The smallest of every rank's `value` (a collective: every rank must call it)."""
     if not process.distributed:
         return value
-    flag = torch.tensor([1 if value else 0], device=process.device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
-def mean_over_ranks(value: torch.Tensor, process: Process) -> torch.Tensor:
-    """The mean of a tensor over all ranks (a NaN on one rank makes it NaN everywhere)."""
-    if not process.distributed:
-        return value
-    total = value.detach().clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total / process.world_size
+    smallest = torch.tensor([value], dtype=torch.int64, device=process.device)
+    dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
+    return int(smallest.item())
 
 
 def broadcast_buffers(module: torch.nn.Module, process: Process) -> None:

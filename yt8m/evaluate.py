@@ -13,7 +13,8 @@ A fixed ``--check_point`` is evaluated once.
 
 Results of each checkpoint go to stdout (one line), to TensorBoard (``train_dir/eval``,
 scalars ``eval/NAME`` at the checkpoint's step) and to ``train_dir/eval/eval-STEP.json``
-(written atomically). Metric names: ``hit_at_one``, ``perr``, ``gap``, ``map`` (the
+(written atomically; for a file of `yt8m export` given as ``--train_dir``,
+``NAME-eval/`` beside it). Metric names: ``hit_at_one``, ``perr``, ``gap``, ``map`` (the
 original's: mean over all classes, a class without positives counting 0),
 ``map_positive_classes`` (later starter code: mean over classes with positives),
 ``avg_loss``, ``num_videos``.
@@ -40,6 +41,7 @@ from yt8m.checkpoint import list_checkpoints
 from yt8m.data.loader import make_loader
 from yt8m.data.no_records import no_records_error, require_records
 from yt8m.distributed import Process, init_distributed, shutdown
+from yt8m.export import is_exported_model
 from yt8m.flags import Flags, parse_flags
 from yt8m.inference import PredictionError, predict, quiet_other_ranks, restore_for_prediction
 from yt8m.losses import get_loss
@@ -77,7 +79,7 @@ def evaluate(
     process = init_distributed(flags.device)
     try:
         quiet_other_ranks(process)
-        if flags.run_once or flags.check_point >= 0:
+        if flags.run_once or flags.check_point >= 0 or is_exported_model(flags.train_dir):
             return [evaluate_checkpoint(flags, flags.check_point, process)]
         return _watch(flags, process, max_evaluations, sleep)
     finally:
@@ -131,11 +133,12 @@ def evaluate_checkpoint(flags: Flags, check_point: int, process: Process) -> dic
         training=False,
         rank=process.rank,
         world_size=process.world_size,
+        pin_memory=process.device.type == "cuda",
     )
     label_loss = get_loss(flags.label_loss, flags.alpha)
     metrics = EvaluationMetrics(data_flags.num_classes, flags.top_k)
     for batch, probabilities in predict(model, loader, flags, process, "eval"):
-        labels = batch["labels"].to(probabilities.device)
+        labels = batch["labels"]  # both on the host: the device computes the next batch
         metrics.accumulate(probabilities, labels, label_loss(probabilities, labels))
     metrics = _merged(metrics, process)
     if not process.is_main:
@@ -174,6 +177,8 @@ def _report(flags: Flags, result: dict[str, Any]) -> None:
         flush=True,
     )
     directory = Path(flags.train_dir) / EVAL_SUBDIR
+    if is_exported_model(flags.train_dir):  # DIR/NAME.safetensors: DIR/NAME-eval
+        directory = Path(flags.train_dir).with_name(Path(flags.train_dir).stem + "-eval")
     writer = SummaryWriter(str(directory))
     for name, value in numbers.items():
         writer.add_scalar(f"eval/{name}", value, step)

@@ -170,10 +170,58 @@ class Flags:
     output_file: str = _flag("", "Submission CSV to write (.gz compresses).", "inference")
 
     # ---- system -----------------------------------------------------------
-    device: str = _flag("auto", "cpu, cuda, cuda:N or auto (new).", "system")
-    amp: bool = _flag(False, "bfloat16 autocast on a GPU (new).", "system")
+    device: str = _flag(
+        "auto", "cpu, cuda, cuda:N or auto; under torchrun GPU N + LOCAL_RANK (new).", "system"
+    )
+    amp: bool = _flag(
+        False, "bfloat16 autocast of the forward pass; float32 probabilities (new).", "system"
+    )
     compile: bool = _flag(False, "torch.compile the model (new).", "system")
     progress: bool = _flag(True, "Show progress bars (new).", "system")
+
+    # ---- the 2018 methods (successors.md §3): NeXtVLAD and its mixture (linrongc's flags),
+    # EMA of the weights, distillation, and the flags of linrongc's scripts ----
+    nextvlad_cluster_size: int = _flag(64, "NeXtVLAD clusters (audio: half).", "model")
+    nextvlad_hidden_size: int = _flag(1024, "NeXtVLAD hidden units.", "model")
+    groups: int = _flag(8, "NeXtVLAD groups (audio: half).", "model")
+    expansion: int = _flag(2, "NeXtVLAD expansion of the frame features.", "model")
+    drop_rate: float = _flag(0.5, "NeXtVLAD dropout before the hidden layer.", "model")
+    gating_reduction: int = _flag(8, "NeXtVLAD SE context gating reduction.", "model")
+    mix_number: int = _flag(3, "MixNeXtVladModel branches.", "model")
+    cl_temperature: float = _flag(2.0, "MixNeXtVladModel distillation temperature.", "model")
+    cl_lambda: float = _flag(1.0, "MixNeXtVladModel distillation weight.", "model")
+    l2_penalty: float = _flag(
+        1e-8, "L2 penalty of the NeXtVLAD models' classifier (weights and biases).", "model"
+    )
+    nextvlad_input: str = _flag(
+        "pca",
+        "NeXtVLAD input: pca (linrongc's offset and PCA-eigenvalue scale) or willow "
+        "(L2-normalised frames) (new).",
+        "model",
+    )
+    ema_decay: float = _flag(
+        0.0, "Keep an exponential moving average of the weights with this decay (new; 0: off).",
+        "train",
+    )  # fmt: skip
+    use_ema: bool = _flag(
+        True, "Predict with a checkpoint's EMA weights when it has them (new).", "eval"
+    )
+    distill_from: str = _flag(
+        "",
+        "Comma-separated teachers: prediction files with every class, or train_dirs (new).",
+        "train",
+    )
+    distill_weight: float = _flag(
+        0.5, "Weight of the teachers' soft targets in the label loss (new).", "train"
+    )
+    distill_temperature: float = _flag(
+        1.0, "Temperature of the soft targets and the student (new).", "train"
+    )
+    num_gpu: int = _flag(1, "Accepted for linrongc's scripts; use torchrun instead.", "system")
+    output_model_tgz: str = _flag(
+        "", "Also bundle the checkpoint used into this .tgz (a train_dir once extracted).",
+        "inference",
+    )  # fmt: skip
 
     # -----------------------------------------------------------------------
     def feature_list(self) -> list[tuple[str, int]]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -35,11 +35,14 @@ from tqdm import tqdm
 
 from yt8m.atomic import atomic_output
 from yt8m.checkpoint import Checkpoint, restore_model
+from yt8m.data.device_feed import DeviceFeed
 from yt8m.data.loader import make_loader
 from yt8m.data.no_records import no_records_error, require_records
 from yt8m.distributed import Process, init_distributed, shutdown
 from yt8m.errors import YT8MError
 from yt8m.flags import Flags, parse_flags
+from yt8m.linrongc import write_model_tgz
+from yt8m.models.sampling import KeyStream, sampling_base
 from yt8m.saved_flags import with_checkpoint_data_flags
 from yt8m.submission import SUBMISSION_HEADER, format_submission_lines
 
@@ -73,12 +76,15 @@ def infer(flags: Flags) -> Path:
         quiet_other_ranks(process)
         model, checkpoint, data_flags = restore_for_prediction(flags, flags.check_point, process)
         log.info("predicting with %s (step %d)", checkpoint.path, checkpoint.step)
+        if flags.output_model_tgz and process.is_main:  # linrongc's inference.py flag
+            write_model_tgz(flags.output_model_tgz, checkpoint.path)
         loader = make_loader(
             data_flags,
             flags.input_data_pattern,
             training=False,
             rank=process.rank,
             world_size=process.world_size,
+            pin_memory=process.device.type == "cuda",
         )
         lines = _submission_lines(predict(model, loader, flags, process, "infer"), flags.top_k)
         output = Path(flags.output_file)
@@ -111,7 +117,8 @@ def restore_for_prediction(
 
     Returns (model in eval mode on the process's device, with the command line's
     ``--deterministic_sampling`` and, if asked, compiled; the loaded checkpoint; the
-    command line's flags with the checkpoint's data format, `yt8m.saved_flags`).
+    command line's flags with the checkpoint's data format, `yt8m.saved_flags`; an
+    exported ``.safetensors`` model carries the same flag table).
     """
     model, checkpoint = restore_model(flags.train_dir, check_point, flags, process.device)
     data_flags = with_checkpoint_data_flags(flags, checkpoint)
@@ -122,17 +129,19 @@ def restore_for_prediction(
 
 
 def predict(
-    model: nn.Module, loader: object, flags: Flags, process: Process, name: str
+    model: nn.Module, loader: Iterable[dict], flags: Flags, process: Process, name: str
 ) -> Iterator[tuple[dict, torch.Tensor]]:
     """Yield ``(batch, probabilities)`` for every batch of `loader`, in its order.
 
-    probabilities: float32 ``[B, num_classes]`` on the process's device. Frames are
-    sampled from one generator seeded by ``--seed`` and the rank, so a run is
-    repeatable. A progress bar on rank 0 shows its videos/s.
+    batch: the loader's (host) batch; probabilities: float32 ``[B, num_classes]`` on the
+    host. The device runs one batch ahead: batch k's probabilities are copied to the host
+    without blocking and handed out only after batch k+1's forward pass has been issued, so
+    that the device computes while the caller ranks batch k's top k on the CPU. Batch i
+    samples its frames with the key of (``--seed``, rank, i), so a run is repeatable. A
+    progress bar on rank 0 shows its videos/s.
     """
     device = process.device
-    generator = torch.Generator(device=device)
-    generator.manual_seed(flags.seed * 1_000_003 + process.rank)
+    keys = KeyStream(sampling_base(flags.seed, process.rank, "predict"), 0, device)
     rank_note = f" (rank 0 of {process.world_size})" if process.distributed else ""
     progress = tqdm(
         unit=" videos",
@@ -140,16 +149,42 @@ def predict(
         disable=not (process.is_main and flags.progress),
         dynamic_ncols=True,
     )
+    pending: tuple[dict, HostCopy] | None = None
     with progress:
-        for batch in loader:
+        for host, on_device in DeviceFeed(loader, device):
+            key = keys.next()
             # Not across the `yield`: an abandoned generator must not leave the mode on.
             with torch.inference_mode():
-                num_frames = batch["num_frames"].to(device, non_blocking=True)
-                inputs = batch["inputs"].to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=flags.amp):
-                    probabilities = model(inputs, num_frames, generator).float()
-            yield batch, probabilities
-            progress.update(len(batch["video_ids"]))
+                    probabilities = model(on_device["inputs"], on_device["num_frames"], key)
+                copy = HostCopy(probabilities.float())
+            if pending is not None:
+                yield pending[0], pending[1].result()
+                progress.update(len(pending[0]["video_ids"]))
+            pending = host, copy
+        if pending is not None:
+            yield pending[0], pending[1].result()
+            progress.update(len(pending[0]["video_ids"]))
+
+
+class HostCopy:
+    """A device tensor's copy to the host, issued without blocking (page-locked memory and
+    an event on CUDA); `result` waits for it. On the CPU, the tensor itself."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.event = None
+        if tensor.device.type != "cuda":
+            self.host = tensor
+            return
+        self.host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        self.host.copy_(tensor, non_blocking=True)
+        self.event = torch.cuda.Event()
+        self.event.record()
+
+    def result(self) -> torch.Tensor:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host
 
 
 def _submission_lines(

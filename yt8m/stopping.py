@@ -4,10 +4,11 @@ A signal does not kill `yt8m train`: the step in progress finishes, rank 0 write
 checkpoint of that last finished step, and the command exits non-zero (130 for SIGINT,
 143 for SIGTERM: `TrainingStopped`); the same command resumes from that checkpoint.
 
-Under torchrun every rank stops at the same step: the ranks agree at the periodic check
-the loop already makes (every `every` steps, one small all-reduce of the signal number),
-so a signal that reaches one rank, or all of them at different moments, stops all of them
-together. torchrun gives its workers ``--shutdown-timeout`` seconds (30) after forwarding a
+Under torchrun every rank stops at the same step: the ranks agree at the periodic look
+at the losses the loop already makes (every ``METRICS_EVERY`` steps, `yt8m.loss_window`):
+each rank's `vote` rides in the all-reduce of the losses and `agree` reads the sums, so a
+signal that reaches one rank, or all of them at different moments, stops all of them
+together, without a collective of its own. torchrun gives its workers ``--shutdown-timeout`` seconds (30) after forwarding a
 signal, enough for the few steps until the next check and the checkpoint.
 
 A second SIGINT in a single process (not under torchrun, whose agent forwards each signal
@@ -23,9 +24,6 @@ import signal
 import threading
 from types import FrameType
 from typing import Any
-
-import torch
-import torch.distributed as dist
 
 from yt8m.distributed import Process
 from yt8m.errors import YT8MError
@@ -56,15 +54,15 @@ def _installable(handler: Any, signum: int) -> Any:
 
 
 class StopRequest:
-    """Catches SIGINT/SIGTERM while active (a context manager); `agreed` says when to stop.
+    """Catches SIGINT/SIGTERM while active (a context manager); `stop_now` says when to stop.
 
     Handlers are installed only in the main thread (elsewhere signals keep their meaning).
     """
 
-    def __init__(self, process: Process, every: int) -> None:
+    def __init__(self, process: Process) -> None:
         self.process = process
-        self.every = max(1, every)
         self.signum: int | None = None  # the signal received (or agreed on)
+        self._agreed = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequest:
@@ -93,23 +91,25 @@ class StopRequest:
         """Whether a stop was received here or agreed with the other ranks."""
         return self.signum is not None
 
-    def agreed(self, step: int) -> bool:
-        """Whether every rank stops after `step` (call it after each step, on every rank).
+    def vote(self) -> list[float]:
+        """This rank's say, one number per signal of `STOP_SIGNALS` (1: received)."""
+        return [float(self.signum == signum) for signum in STOP_SIGNALS]
 
-        One process: as soon as a signal came. Several: only every `every` steps, when all
-        ranks exchange what they received (a collective every rank reaches at that step).
+    def agree(self, votes: list[float]) -> None:
+        """Take the sums of every rank's `vote` (the same on every rank): any vote stops
+        all ranks, with SIGTERM's exit status if any rank received it."""
+        received = [signum for signum, count in zip(STOP_SIGNALS, votes, strict=True) if count]
+        if received:
+            self._agreed, self.signum = True, received[-1]
+
+    @property
+    def stop_now(self) -> bool:
+        """Whether every rank stops after the step just finished (ask after each step).
+
+        One process: as soon as a signal came. Several: once `agree` found a vote, which
+        happens at the same step on every rank.
         """
-        if not self.process.distributed:
-            return self.signum is not None
-        if step % self.every:
-            return False
-        device = self.process.device
-        received = torch.tensor([self.signum or 0], dtype=torch.int64, device=device)
-        dist.all_reduce(received, op=dist.ReduceOp.MAX)
-        agreed = int(received.item())
-        if agreed and self.signum is None:
-            self.signum = agreed
-        return agreed != 0
+        return self._agreed if self.process.distributed else self.signum is not None
 
     def stopped(self, step: int, checkpoint: str) -> TrainingStopped:
         """The error a stopped run ends with: what stopped it, where, how to go on."""

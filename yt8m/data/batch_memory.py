@@ -14,12 +14,21 @@ a few buffers and hands one out again only when it is certainly free:
 A reused buffer only needs zeros where its previous batch had frames that the new one
 has not: `Buffer.clear_stale` does that row by row. A batch's frames, labels and frame
 counts lie in one block, so that it crosses from a worker as one file descriptor.
+
+Pinned memory (when the batches go to a CUDA device): the blocks themselves are page-locked
+once, so that a batch is copied to the device straight from them, without blocking the host
+and without the extra pinned copy of each batch the DataLoader would make. In process the
+pool's blocks are allocated pinned (``LocalBuffers(pin=True)``). A worker cannot pin memory
+for the main process, so the main process registers each pooled block it receives with CUDA
+(`PinnedBlocks`, once per block: it keeps the block mapped, holding one reference to it,
+which `ReleaseFlags` discounts when it decides whether a block is still in use).
 """
 
 from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,6 +93,10 @@ class Layout:
         )
 
 
+def _zeroed_block(nbytes: int) -> np.ndarray:
+    return np.zeros(nbytes, np.uint8)
+
+
 def _buffer(block: torch.Tensor, layout: Layout, filled: np.ndarray) -> Buffer:
     tensors = layout.views(block)
     buffer = Buffer(tuple(t.numpy() for t in tensors), tensors, filled)
@@ -105,11 +118,20 @@ def _count_when_only_pooled() -> int:
 _POOLED_ONLY = _count_when_only_pooled()
 
 
-class LocalBuffers:
-    """Batch memory of an in-process reader (fresh memory reads as zeros)."""
+def pinned_block(nbytes: int) -> np.ndarray:
+    """`nbytes` zeroed bytes of page-locked memory (CUDA's host allocator)."""
+    return torch.zeros(nbytes, dtype=torch.uint8, pin_memory=True).numpy()
 
-    def __init__(self) -> None:
+
+class LocalBuffers:
+    """Batch memory of an in-process reader (fresh memory reads as zeros); pinned blocks
+    with `pin` (`allocate`: how a zeroed block of n bytes is made)."""
+
+    def __init__(
+        self, pin: bool = False, allocate: Callable[[int], np.ndarray] | None = None
+    ) -> None:
         self._pool: list[tuple[np.ndarray, np.ndarray]] = []  # (block, filled)
+        self._allocate = allocate or (pinned_block if pin else _zeroed_block)
 
     def take(self, layout: Layout) -> Buffer:
         """A buffer that nobody holds. Its tensors are new views of the block, so that
@@ -118,35 +140,109 @@ class LocalBuffers:
             if self._pool[i][0].size == layout.nbytes and _only_pooled(self._pool, i):
                 block, filled = self._pool[i]
                 return _buffer(torch.from_numpy(block), layout, filled)
-        block = np.zeros(layout.nbytes, np.uint8)
+        block = self._allocate(layout.nbytes)
         filled = np.zeros(layout.batch, np.int64)
         if len(self._pool) < POOL_SIZE:
             self._pool.append((block, filled))
         return _buffer(torch.from_numpy(block), layout, filled)
 
 
+def _use_count(ref: StorageWeakRef) -> int:
+    """References to the storage `ref` points at (tensors, storage objects), 0 once freed."""
+    return torch._C._storage_Use_Count(ref.cdata)
+
+
+def cuda_register(pointer: int, nbytes: int) -> None:
+    """Page-lock host memory for CUDA (cudaHostRegister)."""
+    status = int(torch.cuda.cudart().cudaHostRegister(pointer, nbytes, 0))
+    if status != 0:
+        raise RuntimeError(f"cudaHostRegister of {nbytes} bytes failed with CUDA error {status}")
+
+
+def cuda_unregister(pointer: int) -> None:
+    """Undo `cuda_register`, once no copy from the memory is pending."""
+    status = int(torch.cuda.cudart().cudaHostUnregister(pointer))
+    if status != 0:
+        raise RuntimeError(f"cudaHostUnregister failed with CUDA error {status}")
+
+
+class PinnedBlocks:
+    """The workers' pooled blocks as the main process receives them, page-locked once each.
+
+    `keep` registers a block the first time it arrives and keeps one reference to it, so
+    that the next batch from the same pooled block arrives in the same, still registered,
+    mapping. `close` waits for pending device work (copies may still read the blocks), then
+    unregisters and lets them go. `register`/`unregister` default to CUDA's.
+    """
+
+    def __init__(
+        self,
+        register: Callable[[int, int], None] | None = None,
+        unregister: Callable[[int], None] | None = None,
+        wait: Callable[[], None] | None = None,
+    ) -> None:
+        self._register = register or cuda_register
+        self._unregister = unregister or cuda_unregister
+        self._wait = wait or torch.cuda.synchronize
+        self._blocks: dict[tuple[int, int], torch.UntypedStorage] = {}
+
+    def keep(self, storage: torch.UntypedStorage, place: tuple[int, int]) -> None:
+        """The main process received `storage` from the pooled block at `place`."""
+        kept = self._blocks.get(place)
+        if kept is not None and kept.data_ptr() == storage.data_ptr():
+            return
+        if kept is not None:  # not expected within a pass: a new block at the same place
+            self._wait()
+            self._unregister(kept.data_ptr())
+        self._register(storage.data_ptr(), storage.nbytes())
+        self._blocks[place] = storage
+
+    def kept_references(self, ref: StorageWeakRef, place: tuple[int, int]) -> int:
+        """1 when this registry holds the storage `ref` points at, else 0."""
+        kept = self._blocks.get(place)
+        return int(kept is not None and StorageWeakRef(kept) == ref)
+
+    def close(self) -> None:
+        if not self._blocks:
+            return
+        self._wait()
+        for storage in self._blocks.values():
+            self._unregister(storage.data_ptr())
+        self._blocks.clear()
+
+
 class ReleaseFlags:
     """Which workers' pooled buffers the main process still holds ([workers, POOL_SIZE]
-    int8 in shared memory; the worker sets 1 when it sends, the main process clears)."""
+    int8 in shared memory; the worker sets 1 when it sends, the main process clears).
+    With `pinned`, received blocks are page-locked (`PinnedBlocks`)."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, pinned: PinnedBlocks | None = None) -> None:
         self.flags = torch.zeros((workers, POOL_SIZE), dtype=torch.int8).share_memory_()
+        self.pinned = pinned
         self._held: list[tuple[StorageWeakRef, int, int]] = []
 
     def reset(self) -> None:
         """A new pass: new worker processes, empty pools."""
         self.flags.zero_()
         self._held.clear()
+        if self.pinned is not None:
+            self.pinned.close()
 
     def hold(self, inputs: torch.Tensor, place: tuple[int, int]) -> None:
         """The main process received `inputs` from the pooled buffer at `place`."""
-        self._held.append((StorageWeakRef(inputs.untyped_storage()), *place))
+        storage = inputs.untyped_storage()
+        worker, slot = place  # (the DataLoader hands a tuple over as a list)
+        if self.pinned is not None:
+            self.pinned.keep(storage, (worker, slot))
+        self._held.append((StorageWeakRef(storage), worker, slot))
 
     def release_unused(self) -> None:
-        """Clear the flag of every received buffer whose memory nobody here holds now."""
+        """Clear the flag of every received buffer whose memory nobody here holds now
+        (the registry of pinned blocks aside)."""
         still_held = []
         for ref, worker, slot in self._held:
-            if ref.expired():
+            kept = 0 if self.pinned is None else self.pinned.kept_references(ref, (worker, slot))
+            if _use_count(ref) <= kept:
                 self.flags[worker, slot] = 0
             else:
                 still_held.append((ref, worker, slot))

@@ -21,6 +21,8 @@ byte ``x * 4/255 + (4/512 - 2)``, then L2-normalise every frame's whole D-vector
 TensorFlow's ``l2_normalize``: ``x * rsqrt(max(sum(x**2), 1e-12))`` with the sum taken over
 all parts; padding rows come out exactly 0 (the original padded with zeros after
 dequantizing). Video-level float features are L2-normalised the same way (`L2Features`).
+`PcaFrames` is linrongc's NeXtVLAD input (successors.md §3), the default of the NeXtVLAD
+models: dequantize, zero the padding rows, then ``(x - offset) * scale`` per channel.
 A new transform subclasses `FrameTransform` and implements ``forward``; per-channel
 constants belong in buffers (``persistent=False`` when they are not model weights), so that
 they move with the model to its device.
@@ -29,9 +31,13 @@ they move with the model to its device.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib import resources
 
+import numpy as np
 import torch
 from torch import nn
+
+from yt8m.errors import YT8MError
 
 MAX_QUANTIZED_VALUE = 2.0
 MIN_QUANTIZED_VALUE = -2.0
@@ -95,3 +101,54 @@ class L2Features(nn.Module):
         x = features.to(torch.float32, copy=True)
         inverse_norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
         return x.mul_(inverse_norm.square_().clamp_(min=L2_EPSILON).rsqrt_())
+
+
+EIGENVALUES_FILE = "yt8m_pca_eigenvals.npy"  # beside this module
+PCA_RGB_OFFSET = 4.0 / 512
+PCA_SCALE_EPSILON = 1e-4
+
+
+def pca_eigenvalues() -> np.ndarray:
+    """The published eigenvalues of the PCA of YouTube-8M's rgb features (the project's
+    copy of linrongc's ``yt8m_pca/eigenvals.npy``), float32 ``[2048]``."""
+    with resources.files("yt8m.data").joinpath(EIGENVALUES_FILE).open("rb") as f:
+        return np.load(f)[:, 0]
+
+
+class PcaFrames(FrameTransform):
+    """linrongc's input: ``(dequantize(x) * real - offset) * scale`` per channel.
+
+    YouTube-8M's rgb features are PCA components divided by the square root of their
+    eigenvalue; linrongc's train.py and eval.py multiply them back instead of
+    L2-normalising: ``offset = 4/512`` on the rgb channels (the first feature) and 0 on
+    the others, ``scale = sqrt(eigenvalue) + 1e-4`` on rgb (the first ``D`` eigenvalues for
+    ``D`` rgb channels, at most 2048) and 1 on the others. Padding rows are zeroed after
+    dequantizing, as the original's reader padded, so they come out as ``-offset * scale``.
+    """
+
+    def __init__(self, feature_sizes: Sequence[int]) -> None:
+        super().__init__()
+        rgb, width = feature_sizes[0], sum(feature_sizes)
+        eigenvalues = pca_eigenvalues()
+        if rgb > len(eigenvalues):
+            raise YT8MError(
+                f"--feature_sizes={','.join(map(str, feature_sizes))}: the PCA input scale has "
+                f"{len(eigenvalues)} eigenvalues for the first feature (rgb), not {rgb}; "
+                "use --nextvlad_input=willow"
+            )
+        offset = np.zeros(width, np.float32)
+        offset[:rgb] = PCA_RGB_OFFSET
+        scale = np.ones(width, np.float32)
+        scale[:rgb] = np.sqrt(eigenvalues[:rgb]) + PCA_SCALE_EPSILON
+        self.register_buffer("offset", torch.tensor(offset), persistent=False)
+        self.register_buffer("scale", torch.tensor(scale), persistent=False)
+
+    def forward(self, parts: Sequence[torch.Tensor], real: torch.Tensor) -> list[torch.Tensor]:
+        out, start = [], 0
+        keep = real.unsqueeze(-1)
+        for part in parts:
+            stop = start + part.shape[-1]
+            x = dequantize(part).mul_(keep).sub_(self.offset[start:stop])
+            out.append(x.mul_(self.scale[start:stop]))
+            start = stop
+        return out

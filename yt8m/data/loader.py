@@ -17,6 +17,10 @@ are done), so the sequence of batches is a function of the seed alone. Resuming 
 ``start_batch=k`` replays that schedule from the files' record counts: each reader skips
 exactly the batches it contributed to the first k (reading their records without decoding
 them), and the readers are rotated so that DataLoader worker 0 is the one whose turn is next.
+The same record counts tell how many batches a rank will get (`BatchLoader.batch_count`).
+
+Pinned memory (``pin_memory=True``, for a CUDA device): the batch blocks themselves are
+page-locked (`batch_memory`), so the DataLoader makes no pinned copy of its own.
 """
 
 from __future__ import annotations
@@ -31,9 +35,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from yt8m.data.batch_memory import Buffer, Layout, LocalBuffers, ReleaseFlags, SharedBuffers
+from yt8m.data.batch_memory import (
+    Buffer,
+    Layout,
+    LocalBuffers,
+    PinnedBlocks,
+    ReleaseFlags,
+    SharedBuffers,
+)
 from yt8m.data.records import parse_frame_record, parse_video_record
 from yt8m.data.tfrecord import (
+    CorruptRecordError,
     Payload,
     ReadStats,
     count_records,
@@ -71,6 +83,7 @@ class ReadPlan:
     shuffle_buffer: int
     skip_batches: tuple[int, ...]  # per worker: batches to pass over (resume)
     first_worker: int = 0  # the reader whose turn it is first (DataLoader worker 0 plays it)
+    pin_memory: bool = False  # page-locked batch blocks (for copies to a CUDA device)
 
     def epoch_files(self, epoch: int) -> list[str]:
         if not self.training:
@@ -93,9 +106,21 @@ class ReadPlan:
         records = 0
         for epoch in range(self.epochs):
             for path, offset, stride in self.shares(epoch, worker):
-                n = counts.setdefault(path, count_records(path))
-                records += len(range((-offset) % stride, n, stride))
+                if path not in counts:
+                    counts[path] = _record_count(path, self.skip_corrupt)
+                records += len(range((-offset) % stride, counts[path], stride))
         return math.ceil(records / self.batch_size)
+
+
+def _record_count(path: str, skip_corrupt: bool) -> int:
+    """Records of `path`, from its length fields; with `skip_corrupt`, in a file whose length
+    fields are damaged, the records the reader will yield (it stops at the damage)."""
+    try:
+        return count_records(path)
+    except CorruptRecordError:
+        if not skip_corrupt:
+            raise
+        return sum(1 for _ in read_record_views(path, True, ReadStats()))
 
 
 def _round_robin_resume(batch_counts: list[int], start_batch: int) -> tuple[tuple[int, ...], int]:
@@ -206,7 +231,10 @@ class RecordBatches(IterableDataset):
         plan = self.plan
         worker = (info.id + plan.first_worker) % plan.workers if info is not None else 0
         stats = ReadStats()
-        buffers = LocalBuffers() if info is None else SharedBuffers(self.release, info.id)
+        if info is None:
+            buffers = LocalBuffers(pin=plan.pin_memory)
+        else:
+            buffers = SharedBuffers(self.release, info.id)
         sources = self._sources(worker, stats)
         if plan.training:
             rng = np.random.default_rng([plan.seed, plan.rank, worker])
@@ -238,23 +266,37 @@ class RecordBatches(IterableDataset):
 class BatchLoader:
     """Iterable of batch dicts; a reader's `YT8MError` is re-raised here unchanged."""
 
-    def __init__(self, plan: ReadPlan, loader: DataLoader) -> None:
+    def __init__(self, plan: ReadPlan, loader: DataLoader, start_batch: int = 0) -> None:
         self.plan = plan
         self.dataloader = loader
+        self.start_batch = start_batch
+
+    def batch_count(self) -> int:
+        """How many batches this loader yields, from the files' record counts (reads the
+        record headers of this rank's share): one per started batch of each reader, in
+        every epoch, less those a resumed run skips. An upper bound with
+        ``--skip_corrupt_records`` (damaged records are dropped as they are met)."""
+        counts: dict[str, int] = {}
+        total = sum(self.plan.batch_count(w, counts) for w in range(self.plan.workers))
+        return max(total - self.start_batch, 0)
 
     def __iter__(self) -> Iterator[dict]:
         release = self.dataloader.dataset.release
         if release is not None:
             release.reset()
-        for batch in self.dataloader:
-            if "error" in batch:
-                raise batch["error"]
-            place = batch.pop(_BUFFER_KEY)
-            if release is not None:
-                release.release_unused()
-                if place is not None:
-                    release.hold(batch["inputs"], place)
-            yield batch
+        try:
+            for batch in self.dataloader:
+                if "error" in batch:
+                    raise batch["error"]
+                place = batch.pop(_BUFFER_KEY)
+                if release is not None:
+                    release.release_unused()
+                    if place is not None:
+                        release.hold(batch["inputs"], place)
+                yield batch
+        finally:
+            if release is not None and release.pinned is not None:
+                release.pinned.close()
 
 
 def make_loader(
@@ -267,6 +309,7 @@ def make_loader(
     world_size: int = 1,
     start_batch: int = 0,
     shuffle_buffer: int | None = None,
+    pin_memory: bool = False,
 ) -> BatchLoader:
     """Batches of the records matching `pattern` for this rank.
 
@@ -275,7 +318,8 @@ def make_loader(
     (video-level: ones); ``labels`` bool ``[B, num_classes]``.
     Training: `flags.num_epochs` passes, shuffled by `flags.seed`; `start_batch=k` yields
     exactly what a fresh run yields from its batch k on. Evaluation: one pass, every record
-    exactly once over all ranks and workers, in a stable order.
+    exactly once over all ranks and workers, in a stable order. `pin_memory`: the batches
+    lie in page-locked memory (CUDA only), ready for copies that do not block the host.
     """
     batch_size = batch_size or flags.batch_size
     epochs = flags.num_epochs if training else 1
@@ -303,17 +347,21 @@ def make_loader(
         skip_corrupt=flags.skip_corrupt_records,
         shuffle_buffer=max(shuffle_buffer, 1),
         skip_batches=(0,) * max(workers, 1),
+        pin_memory=pin_memory,
     )
     if start_batch > 0:
         plan = _with_resume(plan, start_batch)
+    release = None
+    if workers:
+        release = ReleaseFlags(workers, PinnedBlocks() if pin_memory else None)
     loader = DataLoader(
-        RecordBatches(plan, ReleaseFlags(workers) if workers else None),
+        RecordBatches(plan, release),
         batch_size=None,
         num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=False,
         worker_init_fn=ignore_stop_signals if workers else None,  # the main process decides
     )
-    return BatchLoader(plan, loader)
+    return BatchLoader(plan, loader, start_batch)
 
 
 def _with_resume(plan: ReadPlan, start_batch: int) -> ReadPlan:

@@ -23,6 +23,12 @@ The generative model, per dataset (seeded):
   nothing to the mean but shows in every evidence frame, so a model that looks at how frames
   are distributed (NetVLAD, DBoF, ...) sees far more than a classifier of averaged features,
   which still learns something from ``m_c``.
+* With ``shared_evidence`` (``yt8m synth --shared_evidence``) the labels of a video show
+  in the same frames: one random fraction ``U[0.1, 0.4]`` of its frames carries the
+  evidence of every label (each label's swing signs balanced in its own random order), as
+  a real frame shows several of the video's entities at once. Frames are then sums of
+  several classes' patterns, which a model that splits each frame into groups before
+  pooling (NeXtVLAD) can take apart; `bench/quality.py` uses it (successors.md §3).
 * Frames are clipped to [-2, 2] and quantized exactly as YouTube-8M's feature extractor did:
   ``round((x + 2) * 255 / 4)`` to uint8. ``mean_rgb``/``mean_audio`` are the means of the
   clipped float frames, as the real video-level features are means of the float features.
@@ -82,8 +88,15 @@ def _unit_rows(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
 class Generator:
     """Class patterns and a noise bank for one dataset; `video` draws one video."""
 
-    def __init__(self, classes: int, feature_sizes: tuple[int, ...], seed: int) -> None:
+    def __init__(
+        self,
+        classes: int,
+        feature_sizes: tuple[int, ...],
+        seed: int,
+        shared_evidence: bool = False,
+    ) -> None:
         self.rng = np.random.default_rng(seed)
+        self.shared_evidence = shared_evidence
         self.dim = sum(feature_sizes)
         weights = np.arange(1, classes + 1, dtype=np.float64) ** -CLASS_WEIGHT_EXPONENT
         self.log_weights = np.log(weights / weights.sum())
@@ -114,10 +127,16 @@ class Generator:
         rng = self.rng
         x = self.noise[rng.integers(NOISE_BANK_ROWS, size=frames)]
         x += rng.normal(0.0, SCENE_STD, self.dim).astype(np.float32)
-        for label in labels:
+        if self.shared_evidence:
             count = min(frames, max(1, round(rng.uniform(*EVIDENCE_FRACTION) * frames)))
-            where = rng.permutation(frames)[:count]
-            signs = np.where(np.arange(count) % 2 == 0, SWING_AMPLITUDE, -SWING_AMPLITUDE)
+            shared = rng.permutation(frames)[:count]
+        for label in labels:
+            if self.shared_evidence:
+                where, order = shared, rng.permutation(count)
+            else:
+                count = min(frames, max(1, round(rng.uniform(*EVIDENCE_FRACTION) * frames)))
+                where, order = rng.permutation(frames)[:count], np.arange(count)
+            signs = np.where(order % 2 == 0, SWING_AMPLITUDE, -SWING_AMPLITUDE)
             swing = self.patterns[label, 1 + rng.integers(2, size=count)]
             x[where] += signs[:, None].astype(np.float32) * swing
             x[where] += MEAN_AMPLITUDE * self.patterns[label, 0]
@@ -204,13 +223,15 @@ def write_dataset(
     seed: int = 0,
     levels: tuple[str, ...] = ("frame", "video"),
     overwrite: bool = False,
+    shared_evidence: bool = False,
 ) -> dict[str, dict[str, str]]:
     """Write a synthetic dataset; returns the glob of each level and split.
 
     videos: per split (``{"train": 800, "validate": 100, "test": 100}``) or one number for
         every split. shards: files per split and level. frames: (min, max) frames per video.
     feature_sizes: sizes of ``rgb``/``audio`` (and ``mean_rgb``/``mean_audio``); use the
-        same with ``--feature_sizes``. levels: "frame", "video" or both.
+        same with ``--feature_sizes``. levels: "frame", "video" or both. shared_evidence:
+        every label of a video in the same frames (see above).
     overwrite: remove the shards an earlier call wrote for these levels and splits (without
         it, a folder holding files that the returned globs match is a `SynthError`).
     Returns ``{level: {split: pattern}}``, e.g. ``patterns["frame"]["train"]``.
@@ -238,7 +259,7 @@ def write_dataset(
             (root / level).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise SynthError(f"--output {root}: cannot create its folders: {err}") from None
-    generator = Generator(classes, tuple(feature_sizes), seed)
+    generator = Generator(classes, tuple(feature_sizes), seed, shared_evidence)
     patterns: dict[str, dict[str, str]] = {level: {} for level in levels}
     for split, count in per_split.items():
         labels = generator.labels(count)
@@ -280,6 +301,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--overwrite", action="store_true", help="remove the shards of an earlier run there first"
     )
+    parser.add_argument(
+        "--shared_evidence", action="store_true", help="a video's labels show in the same frames"
+    )
     args = parser.parse_args(argv)
     try:
         sizes = tuple(int(s) for s in args.feature_sizes.split(","))
@@ -304,6 +328,7 @@ def main(argv: list[str]) -> int:
         feature_sizes=sizes,
         seed=args.seed,
         overwrite=args.overwrite,
+        shared_evidence=args.shared_evidence,
     )
     for level, splits in patterns.items():
         for split, pattern in splits.items():

@@ -4,6 +4,11 @@ Both map ``x [B, input_size]`` to probabilities ``[B, num_classes]`` and expose
 ``regularization_loss()``: ``l2_penalty * 0.5 * sum ||W||^2`` over their weights
 (not the biases, not the MoE's probability gating), as slim's l2_regularizer.
 Weights are stored as the original's ``[in, out]`` matrices; Glorot uniform, biases 0.
+
+Under autocast (``--amp``) the probabilities stay float32, so that top-k confidences do not
+tie in bfloat16's 8-bit mantissa: `Logistic` runs in float32 altogether (one small matmul),
+`MoE` keeps its matmuls in autocast's precision and applies its softmax and sigmoids to
+float32 logits.
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ import torch
 from torch import nn
 
 from yt8m.errors import YT8MError
-from yt8m.models.layers import batch_norm, glorot_uniform_, normal_parameter
+from yt8m.models.layers import (
+    batch_norm,
+    glorot_uniform_,
+    normal_parameter,
+    variance_scaling_parameter,
+)
 
 
 def _glorot_parameter(fan_in: int, fan_out: int) -> nn.Parameter:
@@ -26,20 +36,43 @@ def _squared_norms(weights: list[torch.Tensor]) -> torch.Tensor:
     return sum(torch.linalg.vector_norm(w).square() for w in weights)
 
 
-class Logistic(nn.Module):
-    """``sigmoid(x W + b)``: ``[B, input_size] -> [B, num_classes]`` (the starter's)."""
+def _float32_at_least(x: torch.Tensor) -> torch.Tensor:
+    """`x` in float32 (float64 stays float64): bfloat16 logits before a sigmoid or softmax."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
-    def __init__(self, input_size: int, num_classes: int, l2_penalty: float = 1e-8) -> None:
+
+class Logistic(nn.Module):
+    """``sigmoid(x W + b)``: ``[B, input_size] -> [B, num_classes]`` (the starter's).
+
+    linrongc's LogisticModel (``linrongc=True``): W by slim's variance scaling instead of
+    Glorot, and the L2 penalty on the bias too.
+    """
+
+    def __init__(
+        self, input_size: int, num_classes: int, l2_penalty: float = 1e-8, linrongc: bool = False
+    ) -> None:
         super().__init__()
-        self.weight = _glorot_parameter(input_size, num_classes)
+        self.weight = (
+            variance_scaling_parameter(input_size, num_classes)
+            if linrongc
+            else _glorot_parameter(input_size, num_classes)
+        )
         self.bias = nn.Parameter(torch.zeros(num_classes))
         self.l2_penalty = l2_penalty
+        self.penalize_bias = linrongc
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``x W + b``: ``[B, input_size] -> [B, num_classes]``, in float32 at least (under
+        ``--amp`` too: the logistic runs wholly in float32)."""
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.addmm(self.bias, _float32_at_least(x), self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(torch.addmm(self.bias, x, self.weight))
+        return torch.sigmoid(self.logits(x))
 
     def regularization_loss(self) -> torch.Tensor:
-        return self.l2_penalty * 0.5 * _squared_norms([self.weight])
+        penalized = [self.weight, self.bias] if self.penalize_bias else [self.weight]
+        return self.l2_penalty * 0.5 * _squared_norms(penalized)
 
 
 class MoE(nn.Module):
@@ -111,8 +144,10 @@ class MoE(nn.Module):
         gate_logits = x
         for weight in self.gate_weights:
             gate_logits = gate_logits @ weight
-        gates = torch.softmax(gate_logits.view(batch, self.num_classes, m + 1), dim=-1)
-        experts = torch.sigmoid(torch.addmm(self.expert_bias, x, self.expert_weights))
+        gate_logits = _float32_at_least(gate_logits).view(batch, self.num_classes, m + 1)
+        gates = torch.softmax(gate_logits, dim=-1)
+        expert_logits = torch.addmm(self.expert_bias, x, self.expert_weights)
+        experts = torch.sigmoid(_float32_at_least(expert_logits))
         p = (gates[..., :m] * experts.view(batch, self.num_classes, m)).sum(-1)
         if self.prob_gate_weights is None:
             return p
@@ -120,7 +155,7 @@ class MoE(nn.Module):
         gates = source @ self.prob_gate_weights
         if self.remove_diag:
             gates = gates - torch.diagonal(self.prob_gate_weights)[: self.num_classes] * p
-        return p * torch.sigmoid(self.prob_gate_norm(gates))
+        return p * torch.sigmoid(_float32_at_least(self.prob_gate_norm(gates)))
 
     def regularization_loss(self) -> torch.Tensor:
         return self.l2_penalty * 0.5 * _squared_norms([*self.gate_weights, self.expert_weights])

@@ -1,11 +1,12 @@
 """Frame-level models (fidelity.md §3, §4): the WILLOW models and the starter's.
 
-Every model: ``forward(inputs [B, T, D], num_frames int64 [B], generator=None) ->
+Every model: ``forward(inputs [B, T, D], num_frames int64 [B], key=None) ->
 probabilities [B, num_classes]`` with ``inputs`` the loader's uint8 frames (zero rows after
 ``num_frames``). Each model owns its input transform (``input_transform``, a
 `yt8m.data.features.FrameTransform`, the WILLOW input by default): a sampling model gathers
 the uint8 rows it samples and transforms only those, a model reading every row transforms
-them all. Frames are sampled inside, in training and evaluation alike (`sampling.py`); with
+them all. Frames are sampled inside, in training and evaluation alike (`sampling.py`), drawn
+by the sampling ``key`` (int64 ``[2]`` on the inputs' device; a random one when None); with
 ``deterministic_sampling = True`` evaluation mode takes evenly spaced frames instead. ``feature_sizes`` lists the concatenated
 features (``(1024, 128)`` for rgb, audio): the first is the "video" branch, the rest
 together the "audio" branch (omitted when there is no second feature).
@@ -66,7 +67,7 @@ class FrameLevelModel(nn.Module):
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None,
+        key: torch.Tensor | None,
     ) -> torch.Tensor:
         """``[B, iterations]`` indices of the frames to read (fidelity.md §3)."""
         return sample_indices(
@@ -75,20 +76,20 @@ class FrameLevelModel(nn.Module):
             inputs.shape[1],
             random_frames=self.sample_random_frames,
             evenly_spaced=self.deterministic_sampling and not self.training,
-            generator=generator,
+            key=key,
         )
 
     def sampled_parts(
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None,
+        key: torch.Tensor | None,
         bounds: list[tuple[int, int]],
     ) -> list[torch.Tensor]:
         """The sampled frames, transformed, as one float32 ``[B, iterations, stop - start]``
         per channel range ``(start, stop)`` of `bounds` (consecutive, together all D
         channels): the uint8 rows are gathered per range, then transformed together."""
-        index = self.sample_indices(inputs, num_frames, generator)
+        index = self.sample_indices(inputs, num_frames, key)
         real = index < num_frames.to(index.device).clamp(0, inputs.shape[1]).unsqueeze(1)
         parts = [gather_frames(inputs, index, start, stop) for start, stop in bounds]
         return self.input_transform(parts, real)
@@ -97,10 +98,10 @@ class FrameLevelModel(nn.Module):
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None,
+        key: torch.Tensor | None,
     ) -> torch.Tensor:
         """``[B, iterations, D]`` sampled frames, transformed."""
-        return self.sampled_parts(inputs, num_frames, generator, [(0, inputs.shape[-1])])[0]
+        return self.sampled_parts(inputs, num_frames, key, [(0, inputs.shape[-1])])[0]
 
     def regularization_loss(self) -> torch.Tensor:
         """``l2 * 0.5 * sum ||W||^2`` over the classifier's gate and expert weights."""
@@ -174,13 +175,13 @@ class PoolingModel(FrameLevelModel):
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None = None,
+        key: torch.Tensor | None = None,
     ) -> torch.Tensor:
         width = inputs.shape[-1]
         bounds = [(0, self.video_size)]
         if self.audio_pooling is not None:
             bounds.append((self.video_size, width))
-        frames = self.sampled_parts(inputs, num_frames, generator, bounds)
+        frames = self.sampled_parts(inputs, num_frames, key, bounds)
         pooled = self.video_pooling(self.branch_norm(frames[0], 0, self.video_size))
         if self.audio_pooling is not None:
             audio = self.audio_pooling(self.branch_norm(frames[1], self.video_size, width))
@@ -430,9 +431,9 @@ class DbofModel(FrameLevelModel):
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None = None,
+        key: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = self.sample(inputs, num_frames, generator)
+        x = self.sample(inputs, num_frames, key)
         if self.input_norm is not None:
             x = self.input_norm(x.view(-1, x.shape[-1])).view(x.shape)
         h = F.relu6(self.clusters(x)).view(x.shape[0], x.shape[1], -1)
@@ -453,7 +454,7 @@ class FrameLevelLogisticModel(FrameLevelModel):
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None = None,
+        key: torch.Tensor | None = None,
     ) -> torch.Tensor:
         frames = self.input_transform.all_frames(inputs, num_frames)
         counts = num_frames.to(frames.device, frames.dtype).clamp_min(1).unsqueeze(1)
@@ -496,11 +497,11 @@ class RecurrentModel(FrameLevelModel):
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor,
-        generator: torch.Generator | None = None,
+        key: torch.Tensor | None = None,
     ) -> torch.Tensor:
         lengths = num_frames.to(inputs.device).clamp(0, inputs.shape[1])
         if self.random_frames:
-            x = self.sample(inputs, lengths, generator)
+            x = self.sample(inputs, lengths, key)
             lengths = lengths.clamp_max(x.shape[1])
         else:
             x = self.input_transform.all_frames(inputs, lengths)

@@ -1,4 +1,5 @@
-"""Context Gating (fidelity.md §4): ``h * sigmoid(BN(h Wg))``."""
+"""Context Gating (fidelity.md §4): ``h * sigmoid(BN(h Wg))``, and NeXtVLAD's
+squeeze-and-excitation form (successors.md §3)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,14 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from yt8m.models.layers import BiasOrBatchNorm, normal_parameter
+from yt8m.models.layers import (
+    BiasOrBatchNorm,
+    batch_norm,
+    normal_parameter,
+    variance_scaling_parameter,
+)
 
 
 class ContextGating(nn.Module):
@@ -30,3 +37,22 @@ class ContextGating(nn.Module):
         if self.remove_diag:
             gates = gates - torch.diagonal(self.weight) * h
         return h * torch.sigmoid(self.after(gates))
+
+
+class SEContextGating(nn.Module):
+    """``[B, size] -> [B, size]``: ``h * sigmoid(relu(BN(h W1)) W2)`` (NeXtVLAD's gating).
+
+    W1 ``[size, size // reduction]`` and W2 ``[size // reduction, size]``, slim's variance
+    scaling, no biases; one batch norm (centre and scale) on the squeezed units.
+    """
+
+    def __init__(self, size: int, reduction: int) -> None:
+        super().__init__()
+        squeezed = size // reduction
+        self.squeeze = variance_scaling_parameter(size, squeezed)
+        self.norm = batch_norm(squeezed)
+        self.excite = variance_scaling_parameter(squeezed, size)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        gates = F.relu(self.norm(h @ self.squeeze)) @ self.excite
+        return h * torch.sigmoid(gates)

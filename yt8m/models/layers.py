@@ -32,6 +32,24 @@ def normal_parameter(*shape: int, std: float, mean: float = 0.0) -> nn.Parameter
     return nn.Parameter(torch.empty(*shape).normal_(mean, std))
 
 
+def variance_scaling_parameter(*shape: int) -> nn.Parameter:
+    """slim's ``variance_scaling_initializer()`` (factor 2, fan-in, truncated normal):
+    N(0, 2.6 / fan_in) redrawn beyond 2 standard deviations, so the variance is about
+    2 / fan_in. fan_in is ``shape[-2]`` times the leading dimensions (``shape[0]`` of a
+    vector), as TensorFlow counts it."""
+    fan_in = math.prod(shape[:-1]) if len(shape) > 1 else shape[0]
+    std = math.sqrt(1.3 * 2.0 / fan_in)
+    tensor = torch.empty(*shape).normal_(0.0, std)
+    if not tensor.is_meta:  # redraw the values beyond 2 std, as TensorFlow does
+        flat = tensor.view(-1)
+        index = (flat.abs() > 2 * std).nonzero().squeeze(1)
+        while index.numel():
+            values = torch.empty(index.numel()).normal_(0.0, std)
+            flat[index] = values
+            index = index[values.abs() > 2 * std]
+    return nn.Parameter(tensor)
+
+
 def glorot_uniform_(tensor: torch.Tensor, fan_in: int, fan_out: int) -> torch.Tensor:
     """Glorot (Xavier) uniform with explicit fans (TensorFlow's default initialiser)."""
     limit = math.sqrt(6.0 / (fan_in + fan_out))
@@ -64,16 +82,21 @@ class BiasOrBatchNorm(nn.Module):
 class HiddenLayer(nn.Module):
     """``h = pooled @ W`` then batch norm or a bias, then optionally ReLU6.
 
-    W is N(0, `weight_std`^2) (the original uses 1/sqrt(clusters), not the fan-in);
+    W is N(0, `weight_std`^2) (the original uses 1/sqrt(clusters), not the fan-in), or
+    slim's variance scaling over the fan-in when `weight_std` is None (NeXtVLAD's);
     the bias (used when `batch_norm` is False) is N(0, 0.01^2).
     Input ``[B, in_size]`` -> output ``[B, out_size]``.
     """
 
     def __init__(
-        self, in_size: int, out_size: int, weight_std: float, batch_norm: bool, relu6: bool
+        self, in_size: int, out_size: int, weight_std: float | None, batch_norm: bool, relu6: bool
     ) -> None:
         super().__init__()
-        self.weight = normal_parameter(in_size, out_size, std=weight_std)
+        self.weight = (
+            variance_scaling_parameter(in_size, out_size)
+            if weight_std is None
+            else normal_parameter(in_size, out_size, std=weight_std)
+        )
         self.after = BiasOrBatchNorm(out_size, batch_norm, bias_std=0.01)
         self.relu6 = relu6
 
@@ -83,3 +106,17 @@ class HiddenLayer(nn.Module):
         else:
             h = self.after(x @ self.weight)
         return F.relu6(h) if self.relu6 else h
+
+
+class Dense(nn.Module):
+    """slim's ``fully_connected``: ``x W + b``, W ``[in_size, out_size]`` by variance
+    scaling, b zeros. ``[..., in_size] -> [..., out_size]``."""
+
+    def __init__(self, in_size: int, out_size: int) -> None:
+        super().__init__()
+        self.weight = variance_scaling_parameter(in_size, out_size)
+        self.bias = nn.Parameter(torch.zeros(out_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight)
+        return flat.view(*x.shape[:-1], -1)

@@ -8,6 +8,11 @@ batch norm over the K clusters, statistics over all B*N frames.
 Layouts follow the original: VLAD/FV outputs are flattened D-major (index ``d*K + k``).
 The aggregations are batched matmuls ``x^T a`` (``[B, D, N] @ [B, N, K]``), never a
 ``[B, N, D, K]`` tensor.
+
+Autocast: the custom autograd Functions below run their matmuls in the precision autocast
+gives a matmul where they are called (bfloat16 under ``--amp``), save their inputs in that
+precision and compute their backward in it (autograd casts each gradient back to its
+input's dtype); the normalisations run in float32 at least, whatever their input.
 """
 
 from __future__ import annotations
@@ -19,19 +24,35 @@ from torch import nn
 from torch.nn import functional as F
 
 from yt8m.errors import YT8MError
-from yt8m.models.layers import BiasOrBatchNorm, l2_normalize, normal_parameter
+from yt8m.models.layers import (
+    BiasOrBatchNorm,
+    l2_normalize,
+    normal_parameter,
+    variance_scaling_parameter,
+)
 
 
 class ClusterLogits(nn.Module):
-    """``BN(x W)``: ``[B, N, D] -> [B*N, K]``; W is ``[D, K]``, N(0, 1/D).
+    """``BN(x W)``: ``[B, N, D] -> [B*N, K]``; W is ``[D, K]``, N(0, 1/D) (with
+    `variance_scaling`, slim's variance scaling: NeXtVLAD's).
 
     Without batch norm a bias N(0, 1/D) takes its place (see `BiasOrBatchNorm`).
     """
 
-    def __init__(self, feature_size: int, cluster_size: int, add_batch_norm: bool) -> None:
+    def __init__(
+        self,
+        feature_size: int,
+        cluster_size: int,
+        add_batch_norm: bool,
+        variance_scaling: bool = False,
+    ) -> None:
         super().__init__()
         std = 1 / math.sqrt(feature_size)
-        self.weight = normal_parameter(feature_size, cluster_size, std=std)
+        self.weight = (
+            variance_scaling_parameter(feature_size, cluster_size)
+            if variance_scaling
+            else normal_parameter(feature_size, cluster_size, std=std)
+        )
         self.after = BiasOrBatchNorm(cluster_size, add_batch_norm, bias_std=std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -39,10 +60,36 @@ class ClusterLogits(nn.Module):
 
 
 class SoftAssignment(ClusterLogits):
-    """``a = softmax(BN(x W))`` over the K clusters: ``[B, N, D] -> [B, N, K]``."""
+    """``a = softmax(BN(x W))`` over the K clusters: ``[B, N, D] -> [B, N, K]``.
+
+    With `groups` G (NeXtVLAD) W is ``[D, G*K]``, the batch norm covers the G*K logits,
+    and each frame's G groups have a softmax over K of their own:
+    ``[B, N, D] -> [B, N*G, K]`` (row ``n*G + g``).
+    """
+
+    def __init__(
+        self,
+        feature_size: int,
+        cluster_size: int,
+        add_batch_norm: bool,
+        groups: int = 1,
+        variance_scaling: bool = False,
+    ) -> None:
+        super().__init__(feature_size, groups * cluster_size, add_batch_norm, variance_scaling)
+        self.groups = groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(super().forward(x), dim=-1).view(x.shape[0], x.shape[1], -1)
+        logits = super().forward(x).view(x.shape[0], x.shape[1] * self.groups, -1)
+        return torch.softmax(logits, dim=-1)
+
+
+def _matmul_dtype(x: torch.Tensor, a: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul of `x` and `a` runs in here: autocast's when it is on for their
+    device type, else their common dtype."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return torch.promote_types(x.dtype, a.dtype)
 
 
 class _Aggregate(torch.autograd.Function):
@@ -51,12 +98,15 @@ class _Aggregate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        dtype = _matmul_dtype(x, a)
+        x, a = x.to(dtype), a.to(dtype)
         ctx.save_for_backward(x, a)
         return torch.bmm(x.transpose(1, 2), a)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x, a = ctx.saved_tensors
+        grad = grad.to(x.dtype)
         grad_x = torch.bmm(a, grad.transpose(1, 2)) if ctx.needs_input_grad[0] else None
         grad_a = torch.bmm(x, grad) if ctx.needs_input_grad[1] else None
         return grad_x, grad_a
@@ -73,18 +123,27 @@ class _AggregateSquares(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        squares = x.square()
+        dtype = _matmul_dtype(x, a)
+        squares = x.square().to(dtype)  # squared in x's precision, then rounded
+        x, a = x.to(dtype), a.to(dtype)
         ctx.save_for_backward(x, squares, a)
         return torch.bmm(squares.transpose(1, 2), a)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x, squares, a = ctx.saved_tensors
+        grad = grad.to(x.dtype)
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.bmm(a, (2 * grad).transpose(1, 2)).mul_(x)
         grad_a = torch.bmm(squares, grad) if ctx.needs_input_grad[1] else None
         return grad_x, grad_a
+
+
+def vlad_residuals(x: torch.Tensor, a: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """``V[b,d,k] = sum_t a[b,t,k] x[b,t,d] - (sum_t a[b,t,k]) c[d,k]``: ``[B, D, K]``
+    from ``x [B, N, D]``, ``a [B, N, K]`` and ``centers [D, K]``."""
+    return torch.addcmul(aggregate(x, a), a.sum(1, keepdim=True), centers, value=-1)
 
 
 def aggregate_squares(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -100,6 +159,7 @@ class _IntraThenGlobalNormalize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v: torch.Tensor) -> torch.Tensor:
+        v = v.to(torch.promote_types(v.dtype, torch.float32))  # float32 at least
         norms = torch.linalg.vector_norm(v, dim=1, keepdim=True)  # [B, 1, K]
         inverse = 1 / norms.clamp_min(_NORM_FLOOR)
         units = norms * inverse  # 1, or n_k / 1e-6 below the floor
@@ -112,6 +172,7 @@ class _IntraThenGlobalNormalize(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         v, norms, inverse, units, total, outer, scale = ctx.saved_tensors
+        grad = grad.to(v.dtype)
         q = (grad * v).sum(1, keepdim=True)  # dL/ds_k, [B, 1, K]
         above = norms > _NORM_FLOOR
         # Through r_k: dr/dn = -1/n^2 above the floor, 0 below.
@@ -155,9 +216,7 @@ class NetVLAD(nn.Module):
         self.output_size = feature_size * cluster_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.assignment(x)
-        v = torch.addcmul(aggregate(x, a), a.sum(1, keepdim=True), self.centers, value=-1)
-        return intra_then_global_normalize(v)
+        return intra_then_global_normalize(vlad_residuals(x, self.assignment(x), self.centers))
 
 
 class NetRVLAD(nn.Module):

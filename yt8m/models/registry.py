@@ -15,7 +15,7 @@ from torch import nn
 
 from yt8m.errors import YT8MError
 from yt8m.flags import Flags
-from yt8m.models import frame_level, video_level
+from yt8m.models import frame_level, nextvlad, video_level
 from yt8m.models.classifiers import ClassifierSpec
 from yt8m.models.layers import count_trainable_parameters
 
@@ -38,6 +38,8 @@ FRAME_LEVEL: dict[str, type[nn.Module]] = {
         frame_level.GruModel,
         frame_level.DbofModel,
         frame_level.FrameLevelLogisticModel,
+        nextvlad.NeXtVLADModel,
+        nextvlad.MixNeXtVladModel,
     )
 }
 VIDEO_LEVEL: dict[str, type[nn.Module]] = {
@@ -126,6 +128,23 @@ def _gru(f: Flags, n: int, sizes: list[int]) -> nn.Module:
     )  # fmt: skip
 
 
+def _nextvlad_settings(f: Flags) -> dict:
+    return {
+        "cluster_size": f.nextvlad_cluster_size, "hidden_size": f.nextvlad_hidden_size,
+        "groups": f.groups, "expansion": f.expansion, "drop_rate": f.drop_rate,
+        "gating_reduction": f.gating_reduction, "l2_penalty": f.l2_penalty,
+        "classifier": ClassifierSpec(f.video_level_classifier_model, f.moe_num_mixtures),
+        "transform": f.nextvlad_input,
+    }  # fmt: skip
+
+
+def _mix_nextvlad(f: Flags, n: int, sizes: list[int]) -> nn.Module:
+    return nextvlad.MixNeXtVladModel(
+        n, sizes, mix_number=f.mix_number, cl_temperature=f.cl_temperature,
+        cl_lambda=f.cl_lambda, **_nextvlad_settings(f),
+    )  # fmt: skip
+
+
 def _moe(f: Flags, n: int, sizes: list[int]) -> nn.Module:
     c = _classifier(f)
     return video_level.MoeModel(
@@ -147,6 +166,8 @@ _BUILDERS: dict[str, Callable[[Flags, int, list[int]], nn.Module]] = {
     "FrameLevelLogisticModel": lambda f, n, sizes: frame_level.FrameLevelLogisticModel(
         n, sum(sizes)
     ),
+    "NeXtVLADModel": lambda f, n, sizes: nextvlad.NeXtVLADModel(n, sizes, **_nextvlad_settings(f)),
+    "MixNeXtVladModel": _mix_nextvlad,
     "LogisticModel": lambda f, n, sizes: video_level.LogisticModel(n, sum(sizes)),
     "MoeModel": _moe,
 }

@@ -8,32 +8,91 @@ The original draws frames in training AND inference:
   ``index = min(start + i, num_frames - 1)``: past the end the last real frame repeats.
 
 `evenly_spaced_indices` is this project's optional deterministic evaluation mode.
-All functions take ``inputs [B, T, D]`` and ``num_frames`` int64 ``[B]`` and return
-``[B, n, D]`` (a fresh contiguous tensor).
+
+The draws come from a counter-based hash, not a random generator: a **sampling key**
+(int64 ``[2]``, two 32-bit words, on the inputs' device) and the draw's position (video
+row b, draw i) give a 32-bit word ``w``, and ``U * m`` is computed as ``(w * m) >> 32``. Every
+step is integer arithmetic whose intermediate values stay below 2**63, so the same key draws
+the same frames on a CPU and on a GPU, and torch.compile traces the draws without a graph
+break. The trainer derives one key per step from (seed, rank, step) with `sampling_base`
+and `step_key` (`KeyStream`: the keys of a thousand steps at a time, made on the device);
+`random_key` draws a key when none is given.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
+
+MASK32 = 0xFFFFFFFF
+_MULTIPLIER = 0x45D9F3B  # < 2**27: a 32-bit word times it stays below 2**59
+_GOLDEN = 0x9E3779B9  # spreads the draw counter over the 32 bits
+
+
+def mix32(h: torch.Tensor) -> torch.Tensor:
+    """A bijective avalanche hash of 32-bit words held in int64 (values in [0, 2**32))."""
+    h = h ^ (h >> 16)
+    h = (h * _MULTIPLIER) & MASK32
+    h = h ^ (h >> 16)
+    h = (h * _MULTIPLIER) & MASK32
+    return h ^ (h >> 16)
+
+
+def sampling_base(seed: int, rank: int = 0, purpose: str = "train") -> torch.Tensor:
+    """int64 ``[2]`` (CPU): the key words of one rank's stream of keys, from any integers
+    (Python's, so no seed overflows); `purpose` separates training from prediction."""
+    digest = hashlib.blake2b(f"{seed},{rank},{purpose}".encode(), digest_size=8).digest()
+    return torch.tensor(
+        [int.from_bytes(digest[:4], "little"), int.from_bytes(digest[4:], "little")]
+    )
+
+
+def step_key(base: torch.Tensor, step: torch.Tensor | int) -> torch.Tensor:
+    """The key of step `step` of the stream `base`: int64 ``[2]``; for an int64 tensor of
+    steps ``[n]`` on base's device, their keys ``[2, n]``."""
+    step = torch.as_tensor(step, dtype=torch.int64, device=base.device)
+    first = mix32(base[0] ^ (step & MASK32))
+    second = mix32(base[1] ^ mix32(((step >> 32) & MASK32) ^ first))
+    return torch.stack([first, second])
+
+
+def random_key(device: torch.device | str = "cpu") -> torch.Tensor:
+    """A key drawn from torch's generator of `device` (when a caller gives none)."""
+    return torch.randint(0, MASK32 + 1, (2,), dtype=torch.int64, device=device)
+
+
+def uniform_words(key: torch.Tensor, rows: int, n: int) -> torch.Tensor:
+    """int64 ``[rows, n]`` of independent uniform 32-bit words: draw i of video row b."""
+    row = torch.arange(rows, device=key.device).unsqueeze(1)
+    draw = torch.arange(n, device=key.device).unsqueeze(0)
+    row_words = mix32((row + key[0]) & MASK32)
+    return mix32(mix32(((draw * _GOLDEN) & MASK32) ^ row_words) ^ key[1])
+
+
+def _scaled(words: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """``floor(U * bound)`` for U = words / 2**32 (bound >= 0 and below 2**31)."""
+    return (words * bound) >> 32
 
 
 def random_frame_indices(
-    num_frames: torch.Tensor, n: int, generator: torch.Generator | None = None
+    num_frames: torch.Tensor, n: int, key: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``[B, n]`` int64 indices drawn uniformly (with replacement) from each video's frames."""
-    u = torch.rand(num_frames.shape[0], n, generator=generator, device=num_frames.device)
-    index = (u * num_frames.unsqueeze(1).to(u.dtype)).long()
-    # float32 rounding can reach num_frames for U close to 1; a frame-less video reads row 0.
-    return torch.minimum(index, (num_frames.unsqueeze(1) - 1).clamp_min(0))
+    """``[B, n]`` int64 indices drawn uniformly (with replacement) from each video's frames;
+    a frame-less video reads row 0."""
+    key = random_key(num_frames.device) if key is None else key
+    words = uniform_words(key, num_frames.shape[0], n)
+    return _scaled(words, num_frames.unsqueeze(1).clamp_min(0))
 
 
 def random_sequence_indices(
-    num_frames: torch.Tensor, n: int, generator: torch.Generator | None = None
+    num_frames: torch.Tensor, n: int, key: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``[B, n]`` consecutive indices from a random start, repeating the last real frame."""
-    u = torch.rand(num_frames.shape[0], 1, generator=generator, device=num_frames.device)
+    key = random_key(num_frames.device) if key is None else key
+    words = uniform_words(key, num_frames.shape[0], 1)
     last = (num_frames.unsqueeze(1) - 1).clamp_min(0)
-    starts = (u * ((num_frames.unsqueeze(1) - n).clamp_min(0) + 1).to(u.dtype)).long()
+    starts = _scaled(words, (num_frames.unsqueeze(1) - n).clamp_min(0) + 1)
     offsets = torch.arange(n, device=num_frames.device).unsqueeze(0)
     return torch.minimum(starts + offsets, last)
 
@@ -63,7 +122,7 @@ def sample_indices(
     *,
     random_frames: bool,
     evenly_spaced: bool = False,
-    generator: torch.Generator | None = None,
+    key: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``[B, n]`` frame indices: evenly spaced if asked, else random frames or a random
     sequence, from each video's first ``min(num_frames, max_frames)`` rows."""
@@ -71,8 +130,8 @@ def sample_indices(
     if evenly_spaced:
         return evenly_spaced_indices(num_frames, n)
     if random_frames:
-        return random_frame_indices(num_frames, n, generator)
-    return random_sequence_indices(num_frames, n, generator)
+        return random_frame_indices(num_frames, n, key)
+    return random_sequence_indices(num_frames, n, key)
 
 
 def sample_frames(
@@ -82,7 +141,7 @@ def sample_frames(
     *,
     random_frames: bool,
     evenly_spaced: bool = False,
-    generator: torch.Generator | None = None,
+    key: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``[B, n, D]`` sampled frames of ``inputs [B, T, D]`` (see `sample_indices`)."""
     index = sample_indices(
@@ -91,6 +150,27 @@ def sample_frames(
         inputs.shape[1],
         random_frames=random_frames,
         evenly_spaced=evenly_spaced,
-        generator=generator,
+        key=key,
     )
     return gather_frames(inputs, index)
+
+
+class KeyStream:
+    """The keys of one stream, step after step: `next` returns ``step_key(base, step)`` for
+    step `start`, `start` + 1, ... The keys of `BLOCK` steps are computed at once on the
+    device (from a range, so nothing is copied from the host); a step takes a view."""
+
+    BLOCK = 1024
+
+    def __init__(self, base: torch.Tensor, start: int, device: torch.device | str) -> None:
+        self.base = base.to(device)
+        self.step = start
+        self._block: torch.Tensor | None = None  # int64 [2, BLOCK]
+
+    def next(self) -> torch.Tensor:
+        offset = self.step % self.BLOCK
+        if self._block is None or offset == 0:
+            steps = torch.arange(self.BLOCK, device=self.base.device) + (self.step - offset)
+            self._block = step_key(self.base, steps)
+        self.step += 1
+        return self._block[:, offset]

@@ -1,9 +1,9 @@
 """Video-level models: one feature vector per video (fidelity.md §4).
 
-``forward(inputs [B, D], num_frames [B], generator=None) -> probabilities [B, num_classes]``
+``forward(inputs [B, D], num_frames [B], key=None) -> probabilities [B, num_classes]``
 with ``inputs`` the loader's float32 features, L2-normalised first by the model's
 ``input_transform`` (`yt8m.data.features.L2Features`, fidelity.md §2); `num_frames` and
-`generator` are accepted for the common interface and unused.
+`key` are accepted for the common interface and unused.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class VideoLevelModel(nn.Module):
         self,
         inputs: torch.Tensor,
         num_frames: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        key: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self.classifier(self.input_transform(inputs))
 
