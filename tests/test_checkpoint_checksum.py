@@ -65,3 +65,32 @@ def test_restoring_a_damaged_checkpoint_names_check_point_and_the_other_steps(tm
     assert "--check_point=STEP (steps present: 10, 20)" in message
     restored, checkpoint = restore_model(tmp_path, 20, flags, "cpu")
     assert checkpoint.step == 20
+
+
+def test_the_ema_of_the_weights_is_covered_by_the_checksums(tmp_path):
+    """A checkpoint's EMA (``--ema_decay``) is what eval/infer use: damage to it is found."""
+    model = _tiny_module()
+    ema = {name: t.clone() + 0.5 for name, t in model.state_dict().items()}
+    path = save_checkpoint(tmp_path, 7, model, parse_flags([]), ema_state=ema)
+    assert torch.equal(load_checkpoint(path).ema_state["0.weight"], ema["0.weight"])
+    flip_byte_inside(path, ema["0.weight"])
+    with pytest.raises(CheckpointError, match=r"damaged: its entry ema/0.weight"):
+        load_checkpoint(path)
+
+
+def test_averaged_checkpoints_carry_checksums_that_verify(tmp_path):
+    """`yt8m average-checkpoints` writes through save_checkpoint: its output is checked on
+    load like any other checkpoint."""
+    from yt8m.checkpoint_average import average_checkpoints
+
+    flags = parse_flags(["--model=LogisticModel", "--num_classes=3", "--feature_sizes=4,2"])
+    for step in (10, 20):
+        torch.manual_seed(step)
+        save_checkpoint(tmp_path / "run", step, build_model(flags), flags)
+    path = average_checkpoints(tmp_path / "run", last=2)
+    payload = torch.load(path, weights_only=True)
+    assert "model/classifier.weight" in payload["checksums"]
+    averaged = load_checkpoint(path).model_state["classifier.weight"]
+    flip_byte_inside(path, averaged)
+    with pytest.raises(CheckpointError, match=r"damaged: its entry model/classifier.weight"):
+        load_checkpoint(path)

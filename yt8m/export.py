@@ -10,7 +10,9 @@ the dtype and which weights were taken (the EMA when the checkpoint has one, unl
 model is rebuilt from its flags and the weights are cast back to float32, so float16 or
 bfloat16 files change predictions only by the rounding of the weights
 (`tests/test_export.py` measures it). The size in bytes is printed; with ``--max_bytes``
-a larger file is an error and nothing is written.
+a larger file is an error and nothing is written. Like a checkpoint, the file carries a
+CRC32C of every tensor and of the flag table (metadata ``checksums``,
+`yt8m.checkpoint_checksum`), verified on load: a damaged file is an `ExportError`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from safetensors.torch import load_file, save
 
 from yt8m.atomic import atomic_output
 from yt8m.checkpoint import Checkpoint, find_checkpoint, load_checkpoint
+from yt8m.checkpoint_checksum import CHECKSUM_KEY, checksum_mismatch, payload_checksums
 from yt8m.ema import prediction_state
 from yt8m.errors import YT8MError
 from yt8m.flags import Flags
@@ -54,6 +57,8 @@ def export_bytes(checkpoint: Checkpoint, dtype: str, use_ema: bool = True) -> by
         "dtype": dtype,
         "weights": "ema" if state is checkpoint.ema_state else "raw",
     }
+    checked = {"model": tensors, "flags": metadata["flags"]}
+    metadata[CHECKSUM_KEY] = json.dumps(payload_checksums(checked), sort_keys=True)
     return save(tensors, metadata)
 
 
@@ -91,6 +96,15 @@ def load_exported_model(path: str | Path) -> Checkpoint:
         raise ExportError(f"{path} cannot be read as an exported model: {err}") from None
     if metadata.get("format") != FORMAT:
         raise ExportError(f"{path} is not a file written by `yt8m export` ({FORMAT})")
+    if CHECKSUM_KEY in metadata:  # files exported before the checksums: not verified
+        checked = {"model": tensors, "flags": metadata["flags"]}
+        checked[CHECKSUM_KEY] = json.loads(metadata[CHECKSUM_KEY])
+        damaged = checksum_mismatch(checked)
+        if damaged:
+            raise ExportError(
+                f"{path} is damaged: its {damaged} does not match the checksum written "
+                "with it; export it again (yt8m export)"
+            )
     return Checkpoint(
         path=path,
         step=int(metadata["step"]),
