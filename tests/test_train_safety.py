@@ -154,7 +154,7 @@ def test_a_signal_checkpoints_the_last_finished_step_and_the_same_command_resume
         start_new_session=True,
     )
     try:
-        wait_for_checkpoint_after(tmp_path, 0)
+        wait_for_checkpoint_after(tmp_path, 0, process)
         if signum == signal.SIGINT:
             os.killpg(process.pid, signum)  # what Ctrl-C in a terminal does
         else:
@@ -189,7 +189,7 @@ def test_under_torchrun_every_rank_stops_at_the_same_step(train_pattern, tmp_pat
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        wait_for_checkpoint_after(tmp_path, 0, timeout=180)
+        wait_for_checkpoint_after(tmp_path, 0, process)
         time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=120)
