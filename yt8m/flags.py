@@ -146,7 +146,8 @@ class Flags:
     keep_checkpoints: int = _flag(
         5,
         "Newest checkpoints kept (new; 0 keeps all). A full-size one is about 4 GB (gated "
-        "NetVLAD: 333 M float32 parameters and Adam's two moments): five, about 20 GB.",
+        "NetVLAD: 333 M float32 parameters and Adam's two moments; 5.3 GB with --ema_decay): "
+        "five, about 20 GB.",
         "train",
     )
     optimizer: str = _flag("AdamOptimizer", "Optimizer class name.", "train")
