@@ -166,3 +166,17 @@ def test_a_flipped_byte_inside_an_exported_weight_is_an_error(tmp_path):
     with pytest.raises(ExportError, match=r"model.safetensors is damaged: its entry "
                        r"model/classifier.weight"):  # fmt: skip
         restore_model(output, -1, flags, "cpu")
+
+
+def test_replacing_an_existing_export_is_said(tmp_path, capsys):
+    """Issue 11 case 4's rule for every output: a file replaced is said."""
+    from yt8m.checkpoint import save_checkpoint
+    from yt8m.models.registry import build_model
+
+    flags = parse_flags(["--model=LogisticModel", "--num_classes=3", "--feature_sizes=4,2"])
+    save_checkpoint(tmp_path / "run", 5, build_model(flags), flags)
+    output = tmp_path / "model.safetensors"
+    argv = [f"--train_dir={tmp_path / 'run'}", f"--output={output}"]
+    assert main(argv) == 0 and "replaced the existing" not in capsys.readouterr().err
+    assert main(argv) == 0
+    assert f"replaced the existing {output}" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -140,6 +141,9 @@ def main(argv: list[str]) -> int:
     if not args.output.endswith(SUFFIX):
         raise ExportError(f"--output={args.output}: the name must end in {SUFFIX}")
     checkpoint = load_checkpoint(find_checkpoint(args.train_dir, args.check_point))
+    existed = Path(args.output).exists()
     size = write_export(checkpoint, args.output, args.dtype, args.max_bytes, args.use_ema)
+    if existed:  # said once the new file is in place (a refused one replaces nothing)
+        print(f"replaced the existing {args.output}", file=sys.stderr)
     print(f"{args.output}: {size} bytes ({args.dtype}, step {checkpoint.step} of {args.train_dir})")
     return 0
