@@ -67,28 +67,6 @@ def test_only_typed_model_flags_that_differ_are_warned(tiny, tmp_path, caplog):
     assert len(warned) == 1 and "--netvlad_cluster_size=64" in warned[0], warned
 
 
-def test_a_typed_data_flag_that_differs_is_warned_and_the_checkpoints_is_used(
-    tiny, tmp_path, caplog
-):
-    """Flags from the checkpoint: `--frame_features=False --feature_names=mean_rgb,mean_audio`
-    typed against a frame-level checkpoint would read no such feature; the run reads the
-    checkpoint's format, names each typed flag that differs once, and writes the same
-    predictions as without them."""
-    plain, typed = tmp_path / "plain.csv", tmp_path / "typed.csv"
-    base = tiny.args(f"--input_data_pattern={tiny.test}")
-    assert run_command("infer", [*base, f"--output_file={plain}"]) == 0
-    wrong = ["--frame_features=False", "--feature_names=mean_rgb,mean_audio", "--num_classes=7"]
-    with caplog.at_level(logging.WARNING):
-        assert run_command("infer", [*base, *wrong, f"--output_file={typed}"]) == 0
-    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warned) == 3, warned
-    for flag, saved in (("frame_features=False", "True"), ("feature_names", "rgb,audio"),
-                        ("num_classes=7", "10")):  # fmt: skip
-        (line,) = [w for w in warned if w.startswith(f"--{flag}")]
-        assert f"differs from {saved}" in line and "the checkpoint's value is used" in line
-    assert typed.read_text() == plain.read_text()
-
-
 def test_an_exported_model_gives_its_data_format_too(tiny, tmp_path, caplog):
     """Flags from the checkpoint for a `yt8m export` file: the README's eval command (no
     data flag) reads the frame-level inputs the exported model was trained on."""

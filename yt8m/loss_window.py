@@ -51,7 +51,10 @@ class LossWindow:
     ) -> tuple[list[StepLoss], list[float]]:
         if not self._steps and not votes:
             return [], []
-        losses = torch.stack(self._losses).float() if self._steps else torch.zeros(0)
+        if self._steps:
+            losses = torch.stack(self._losses).float()
+        else:  # votes alone, on the device the collective runs on
+            losses = torch.zeros(0, device=process.device if process is not None else "cpu")
         votes_at = losses.numel()
         if votes:
             tail = torch.tensor(votes, dtype=torch.float32, device=losses.device)

@@ -8,8 +8,9 @@ Under torchrun every rank stops at the same step: the ranks agree at the periodi
 at the losses the loop already makes (every ``METRICS_EVERY`` steps, `yt8m.loss_window`):
 each rank's `vote` rides in the all-reduce of the losses and `agree` reads the sums, so a
 signal that reaches one rank, or all of them at different moments, stops all of them
-together, without a collective of its own. torchrun gives its workers ``--shutdown-timeout`` seconds (30) after forwarding a
-signal, enough for the few steps until the next check and the checkpoint.
+together, without a collective of its own. torchrun gives its workers
+``--shutdown-timeout`` seconds (30) after forwarding a signal, enough for the few steps
+until the next check and the checkpoint.
 
 A second SIGINT in a single process (not under torchrun, whose agent forwards each signal
 again) stops at once, without a checkpoint. DataLoader workers ignore both signals
