@@ -180,3 +180,21 @@ def test_replacing_an_existing_export_is_said(tmp_path, capsys):
     assert main(argv) == 0 and "replaced the existing" not in capsys.readouterr().err
     assert main(argv) == 0
     assert f"replaced the existing {output}" in capsys.readouterr().err
+
+
+def test_a_file_exported_before_the_checksums_loads_with_a_warning(tmp_path, caplog):
+    from safetensors.torch import save_file
+
+    from yt8m.checkpoint import save_checkpoint
+    from yt8m.models.registry import build_model
+
+    flags = parse_flags(["--model=LogisticModel", "--num_classes=3", "--feature_sizes=4,2"])
+    save_checkpoint(tmp_path / "run", 5, build_model(flags), flags)
+    output = tmp_path / "model.safetensors"
+    main([f"--train_dir={tmp_path / 'run'}", f"--output={output}"])
+    with safe_open(str(output), "pt") as f:
+        metadata = {k: v for k, v in f.metadata().items() if k != "checksums"}
+    save_file(load_exported_model(output).model_state, str(output), metadata)
+    with caplog.at_level("WARNING"):
+        assert load_exported_model(output).step == 5
+    assert "model.safetensors has no checksums (exported before they existed)" in caplog.text

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from yt8m.flags import Flags
 
 FORMAT = "yt8m-export-1"
 SUFFIX = ".safetensors"
+log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -86,6 +88,26 @@ def is_exported_model(path: str | Path) -> bool:
     return str(path).endswith(SUFFIX) and Path(path).is_file()
 
 
+def _verify(path: Path, metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> None:
+    """Raise `ExportError` when the tensors or the flag table do not match the checksums
+    written with them; a file exported before the checksums loads with a warning."""
+    if CHECKSUM_KEY not in metadata:
+        log.warning("%s has no checksums (exported before they existed): not verified", path)
+        return
+    try:
+        stored = json.loads(metadata[CHECKSUM_KEY])
+    except ValueError:
+        stored = None  # the table itself is damaged
+    damaged = checksum_mismatch(
+        {"model": tensors, "flags": metadata["flags"], CHECKSUM_KEY: stored}
+    )
+    if damaged or stored is None:
+        raise ExportError(
+            f"{path} is damaged: its {damaged or 'checksum table'} does not match the checksum "
+            "written with it; export it again (yt8m export)"
+        )
+
+
 def load_exported_model(path: str | Path) -> Checkpoint:
     """An exported file as a `Checkpoint` (no optimizer or training state)."""
     path = Path(path)
@@ -97,15 +119,7 @@ def load_exported_model(path: str | Path) -> Checkpoint:
         raise ExportError(f"{path} cannot be read as an exported model: {err}") from None
     if metadata.get("format") != FORMAT:
         raise ExportError(f"{path} is not a file written by `yt8m export` ({FORMAT})")
-    if CHECKSUM_KEY in metadata:  # files exported before the checksums: not verified
-        checked = {"model": tensors, "flags": metadata["flags"]}
-        checked[CHECKSUM_KEY] = json.loads(metadata[CHECKSUM_KEY])
-        damaged = checksum_mismatch(checked)
-        if damaged:
-            raise ExportError(
-                f"{path} is damaged: its {damaged} does not match the checksum written "
-                "with it; export it again (yt8m export)"
-            )
+    _verify(path, metadata, tensors)
     return Checkpoint(
         path=path,
         step=int(metadata["step"]),
