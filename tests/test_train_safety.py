@@ -176,9 +176,27 @@ def test_a_signal_checkpoints_the_last_finished_step_and_the_same_command_resume
     assert [s for s, _ in list_checkpoints(tmp_path)][-1] == 30
 
 
-def test_under_torchrun_every_rank_stops_at_the_same_step(train_pattern, tmp_path):
-    """SIGTERM to the torchrun agent, which forwards it to both ranks: they agree at the
-    periodic check, rank 0 writes that step's checkpoint, both exit 143."""
+def _rank_pid(agent: int, rank: int, timeout: float = 60.0) -> int:
+    """The process id of torchrun worker `rank` (a child of the agent whose RANK it is)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == agent and f"RANK={rank}".encode() in environ:
+                return int(entry.name)
+        time.sleep(0.1)
+    raise AssertionError(f"no worker of rank {rank} under torchrun agent {agent}")
+
+
+@pytest.mark.parametrize("target", ["agent", "rank 1 alone"])
+def test_under_torchrun_every_rank_stops_at_the_same_step(train_pattern, tmp_path, target):
+    """SIGTERM to the torchrun agent, which forwards it to both ranks, or to one rank alone
+    (the other never receives it): they agree in the periodic read of the losses, rank 0
+    writes that step's checkpoint, both exit 143."""
     argv = tiny_argv(
         train_pattern, tmp_path, "--num_epochs=1000", "--max_steps=100000", "--device=cpu"
     )
@@ -191,7 +209,10 @@ def test_under_torchrun_every_rank_stops_at_the_same_step(train_pattern, tmp_pat
     try:
         wait_for_checkpoint_after(tmp_path, 0, process)
         time.sleep(0.2)
-        process.send_signal(signal.SIGTERM)
+        if target == "agent":
+            process.send_signal(signal.SIGTERM)
+        else:
+            os.kill(_rank_pid(process.pid, 1), signal.SIGTERM)
         output, _ = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
@@ -200,6 +221,8 @@ def test_under_torchrun_every_rank_stops_at_the_same_step(train_pattern, tmp_pat
     steps = {int(s) for s in re.findall(r"stopped by SIGTERM after step (\d+)", output)}
     assert len(re.findall(r"stopped by SIGTERM after step", output)) == 2, output[-3000:]
     assert len(steps) == 1, output[-3000:]  # both ranks at the same step
+    received = output.count("yt8m train: SIGTERM received")
+    assert received == (2 if target == "agent" else 1), output[-3000:]
     (step,) = steps
     assert step % 10 == 0  # the periodic check (METRICS_EVERY)
     checkpoint = load_checkpoint(latest_checkpoint(tmp_path))
