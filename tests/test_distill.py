@@ -74,6 +74,14 @@ def test_files_without_every_class_or_video_are_clear_errors(tmp_path):
         )
 
 
+def test_distilling_on_rated_segments_is_refused_before_any_teacher_loads(tmp_path):
+    """Soft targets cover every class, the rated segments' loss only the rated ones
+    (successors.md section 2): mixing them would train the unrated classes after all."""
+    flags = distill_flags(f"--distill_from={tmp_path / 'absent.csv'}", "--segment_labels")
+    with pytest.raises(DistillationError, match="--distill_from with --segment_labels"):
+        Objective(flags, torch.device("cpu"))
+
+
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_soft_target_loss_by_hand(temperature):
     p = torch.tensor([[0.9, 0.2], [0.5, 0.01]], dtype=torch.float64)

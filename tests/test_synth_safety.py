@@ -70,3 +70,24 @@ def test_an_output_that_is_a_file_is_a_clear_error(tmp_path, capsys):
     assert target.read_text() == "mine\n"
     assert run_command("synth", ["--output", str(target / "sub"), *SMALL]) == 2
     assert "cannot create its folders" in capsys.readouterr().err
+
+
+def test_segment_data_is_refused_over_old_shards_and_overwrite_replaces_them(tmp_path, capsys):
+    """Case 5 for `synth --segments` (the 2019 rated splits, successors.md §2): the same
+    refusal, the same --overwrite, bad options as one-line errors."""
+    out = str(tmp_path / "data")
+    argv = ["--output", out, "--segments", "--shards=2", *SMALL]
+    assert run_command("synth", argv) == 0
+    before = sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*.tfrecord"))
+    capsys.readouterr()
+    assert run_command("synth", [*argv, "--shards=1"]) == 2
+    error = capsys.readouterr().err
+    assert "already holds shards" in error and len(error.strip().splitlines()) == 1
+    assert sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*.tfrecord")) == before
+    assert run_command("synth", [*argv, "--shards=1", "--overwrite"]) == 0
+    assert len(list((tmp_path / "data" / "frame").glob("train*.tfrecord"))) == 1
+    assert run_command("synth", ["--output", str(tmp_path / "d"), "--segments", *SMALL,
+                                 "--min_frames=0"]) == 2  # fmt: skip
+    error = capsys.readouterr().err
+    assert "the minimum 0 must lie between 1 and the maximum 3" in error
+    assert len(error.strip().splitlines()) == 1 and not (tmp_path / "d").exists()

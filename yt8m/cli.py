@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "average": ("yt8m.ensemble:average_main", "average prediction CSVs (file_averaging.py)"),
     "ensemble": ("yt8m.ensemble:ensemble_main", "fit ensemble weights that maximise GAP"),
     "demo": ("yt8m.demo:main", "the whole WILLOW pipeline on synthetic data"),
+    "score-segments": ("yt8m.segments.score:main", "MAP@K of a 2019 segment submission"),
     "average-checkpoints": ("yt8m.checkpoint_average:main", "average checkpoints of one run"),
     "export": ("yt8m.export:main", "weights + flags in one .safetensors file (--max_bytes)"),
 }

@@ -121,7 +121,7 @@ def _data_flags(args: argparse.Namespace) -> list[str]:
     return flags
 
 
-def _model_argv(model: SeedModel, args: argparse.Namespace) -> list[str]:
+def model_argv(model: SeedModel, args: argparse.Namespace) -> list[str]:
     """The seed's flags for `model`, scaled down unless --full_size, on the demo's data."""
     argv = model.training_argv()
     if not args.full_size:
@@ -147,7 +147,7 @@ def _run_model(
 ) -> tuple[Row, str, str]:
     """Train, evaluate and predict with one model; returns its row and its two CSVs."""
     train_dir = out / "train" / model.train_dir
-    common = [*_model_argv(model, args), f"--train_dir={train_dir}"]
+    common = [*model_argv(model, args), f"--train_dir={train_dir}"]
     title = model.title_for(parse_flags(common))
     started = time.perf_counter()
     trained = train.train(
@@ -248,7 +248,20 @@ def _table(rows: list[Row]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    task = argparse.ArgumentParser(add_help=False)
+    task.add_argument("--task", choices=("videos", "segments"), default="videos")
+    chosen, rest = task.parse_known_args(argv)
+    if chosen.task == "segments":  # the 2019 segment task; it reuses this module's pieces
+        from yt8m.segments.demo import main as segments_demo
+
+        return segments_demo(rest)
     parser = argparse.ArgumentParser(prog="yt8m demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--task",
+        choices=("videos", "segments"),
+        default="videos",
+        help="segments: the 2019 segment task (`yt8m demo --task segments --help`)",
+    )
     parser.add_argument("--output", default="demo_output", help="where everything goes")
     parser.add_argument("--data_dir", help="real frame-level data: train*/validate*/test*.tfrecord")
     parser.add_argument("--full_size", action="store_true", help="the seed's model sizes")
@@ -295,7 +308,7 @@ def main(argv: list[str]) -> int:
     for number, model in enumerate([*models, BASELINE], start=1):
         print(
             f"[2-4/6] model {number}/{len(models) + 1}: "
-            f"{model.title_for(parse_flags(_model_argv(model, args)))} ({sizes}, "
+            f"{model.title_for(parse_flags(model_argv(model, args)))} ({sizes}, "
             f"{args.steps} steps): train, evaluate on validate, predict test",
             flush=True,
         )

@@ -17,7 +17,8 @@ scalars ``eval/NAME`` at the checkpoint's step) and to ``train_dir/eval/eval-STE
 ``NAME-eval/`` beside it). Metric names: ``hit_at_one``, ``perr``, ``gap``, ``map`` (the
 original's: mean over all classes, a class without positives counting 0),
 ``map_positive_classes`` (later starter code: mean over classes with positives),
-``avg_loss``, ``num_videos``.
+``avg_loss``, ``num_videos``. With ``--segment_labels``: MAP@K of the rated segments
+(`yt8m.segments.evaluate`).
 
 Under ``torchrun`` each rank evaluates its share of the records and rank 0 merges the
 metric states, so the numbers are those of one process over the whole split (exactly,
@@ -46,6 +47,7 @@ from yt8m.flags import Flags, parse_flags
 from yt8m.inference import PredictionError, predict, quiet_other_ranks, restore_for_prediction
 from yt8m.losses import get_loss
 from yt8m.metrics import EvaluationMetrics, MetricsError
+from yt8m.segments.evaluate import evaluate_segments
 
 log = logging.getLogger("yt8m.eval")
 
@@ -125,6 +127,8 @@ def evaluate_checkpoint(flags: Flags, check_point: int, process: Process) -> dic
     Rank 0 returns the metrics (`EvaluationMetrics.get`) with ``step`` and ``checkpoint``,
     and prints, logs to TensorBoard and writes the JSON file; other ranks return {}.
     """
+    if flags.segment_labels:  # the 2019 segment task: MAP@K (yt8m.segments.evaluate)
+        return evaluate_segments(flags, check_point, process, _report)
     model, checkpoint, data_flags = restore_for_prediction(flags, check_point, process)
     log.info("evaluating %s (step %d)", checkpoint.path, checkpoint.step)
     loader = make_loader(

@@ -170,6 +170,31 @@ class Flags:
     # ---- inference --------------------------------------------------------
     output_file: str = _flag("", "Submission CSV to write (.gz compresses).", "inference")
 
+    # ---- the 2019 segment task (yt8m.segments; the starter's flag names) ------
+    segment_labels: bool = _flag(
+        False,
+        "2019 segments instead of videos: train on the rated segments, infer and evaluate "
+        "segments (the starter's; needs --frame_features).",
+        "data",
+    )
+    segment_size: int = _flag(5, "Frames per segment (--segment_labels).", "data")
+    segment_max_pred: int = _flag(
+        100000, "Segments kept per class by segment inference; the K of MAP@K.", "inference"
+    )
+    segment_label_ids_file: str = _flag(
+        "",
+        "Class whitelist of segment inference: the starter's segment_label_ids.csv "
+        "(header 'Index'); --segment_label_ids works too.",
+        "inference",
+    )
+    start_from: str = _flag(
+        "",
+        "Fine-tune (new): a train_dir without checkpoints starts from this train_dir's "
+        "latest checkpoint (or this checkpoint file) with its model flags; the learning "
+        "rate schedule starts over.",
+        "train",
+    )
+
     # ---- system -----------------------------------------------------------
     device: str = _flag(
         "auto", "cpu, cuda, cuda:N or auto; under torchrun GPU N + LOCAL_RANK (new).", "system"

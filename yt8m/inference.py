@@ -17,7 +17,8 @@ record to exactly one rank) into a part file of a hidden directory beside the ou
 rank 0 then concatenates the parts in rank order into the one output file and removes
 them. The directory of the output file must therefore be visible to every rank.
 
-`predict` and `restore_for_prediction` are shared with `yt8m eval`.
+With ``--segment_labels`` the output is the 2019 segment submission
+(`yt8m.segments.infer`). `predict` and `restore_for_prediction` are shared with `yt8m eval`.
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ def infer(flags: Flags) -> Path:
         log.info("predicting with %s (step %d)", checkpoint.path, checkpoint.step)
         if flags.output_model_tgz and process.is_main:  # linrongc's inference.py flag
             write_model_tgz(flags.output_model_tgz, checkpoint.path)
+        if flags.segment_labels:  # the 2019 segment submission
+            from yt8m.segments.infer import infer_segments  # it uses `predict` of this module
+
+            return infer_segments(flags, model, data_flags, process)
         loader = make_loader(
             data_flags,
             flags.input_data_pattern,

@@ -33,6 +33,11 @@ depends only on the step, and the optimizer and random states come back from the
 checkpoint. Model flags come from the checkpoint being resumed (a differing command line
 value gives a warning); training flags come from the command line.
 
+Fine-tuning on the 2019 rated segments (``--segment_labels``): the batches are rated
+segments (`yt8m.segments.batches`) and the loss takes their label weights, so only rated
+classes count; ``--start_from`` starts a new train_dir from another run's checkpoint
+(`yt8m.segments.start_from`).
+
 Under ``torchrun`` every rank trains a DistributedDataParallel replica on its own
 shards (its batch-norm statistics are its own: buffers are not broadcast every step; rank
 0's are what its checkpoints hold, and every rank gets them at the end); rank 0 alone
@@ -53,7 +58,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -83,7 +88,7 @@ from yt8m.distributed import (
     min_over_ranks,
     shutdown,
 )
-from yt8m.ema import WeightAverage, for_training
+from yt8m.ema import WeightAverage, for_training, prediction_state
 from yt8m.errors import YT8MError
 from yt8m.flags import Flags, parse_flags
 from yt8m.linrongc import note_num_gpu
@@ -101,6 +106,8 @@ from yt8m.optim import (
     set_learning_rate,
 )
 from yt8m.resume import check_resumable, newest_good_checkpoint
+from yt8m.segments.batches import rated_segment_loader
+from yt8m.segments.start_from import pretrained_start
 from yt8m.stopping import StopRequest
 
 log = logging.getLogger("yt8m.train")
@@ -252,6 +259,9 @@ def _model_and_optimizer(
     When resuming, the model flags of the returned `flags` are the checkpoint's.
     """
     checkpoint = _start_or_resume(flags, process)
+    start = None
+    if flags.start_from:  # fine-tuning (yt8m.segments.start_from)
+        flags, start = pretrained_start(flags, checkpoint, warn=process.is_main)
     if checkpoint is not None:
         check_resumable(flags, checkpoint)
         if process.is_main:
@@ -262,6 +272,8 @@ def _model_and_optimizer(
     model = build_model(flags).to(process.device)
     optimizer = build_optimizer(model.parameters(), flags.optimizer, flags.base_learning_rate)
     if checkpoint is None:
+        if start is not None:
+            model.load_state_dict(prediction_state(start, flags.use_ema))
         return flags, model, optimizer, 0, for_training(model, flags.ema_decay, None)
     model.load_state_dict(checkpoint.model_state)
     optimizer.load_state_dict(checkpoint.optimizer_state)
@@ -331,6 +343,12 @@ def _last_step(flags: Flags, batches, step: int, process: Process) -> int | None
     return last
 
 
+def training_loader(flags: Flags) -> Callable[..., Iterable[dict]]:
+    """`make_loader`, or with ``--segment_labels`` the rated segments' loader of the same
+    signature (`yt8m.segments.batches`)."""
+    return rated_segment_loader if flags.segment_labels else make_loader
+
+
 class _Batches:
     """A rank's training batches on its device, `start_batch` on (see `_train`)."""
 
@@ -341,7 +359,7 @@ class _Batches:
         self.restarts = 0
 
     def _loader(self, start_batch: int):
-        return make_loader(
+        return training_loader(self.flags)(
             self.flags,
             self.flags.train_data_pattern,
             training=True,
@@ -454,7 +472,7 @@ def _train(flags: Flags, process: Process, stop: StopRequest) -> nn.Module:
     if step == 0 and flags.max_steps != 0:  # not one batch on some rank: nothing to save
         raise no_records_error("--train_data_pattern", flags.train_data_pattern, "no batch")
     if flags.recalibrate_batch_norm > 0 and process.is_main and not stop.stop_now:
-        loader = make_loader(flags, flags.train_data_pattern, training=True)
+        loader = training_loader(flags)(flags, flags.train_data_pattern, training=True)
         base = sampling_base(flags.seed, process.rank, "recalibrate")
         recalibrate_batch_norm(model, itertools.islice(loader, flags.recalibrate_batch_norm), base)
         if ema is not None:  # the averaged weights get statistics of their own

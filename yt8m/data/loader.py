@@ -43,7 +43,13 @@ from yt8m.data.batch_memory import (
     ReleaseFlags,
     SharedBuffers,
 )
-from yt8m.data.records import parse_frame_record, parse_video_record
+from yt8m.data.records import (
+    BatchSegments,
+    FrameRecord,
+    VideoRecord,
+    parse_frame_record,
+    parse_video_record,
+)
 from yt8m.data.tfrecord import (
     CorruptRecordError,
     Payload,
@@ -84,6 +90,7 @@ class ReadPlan:
     skip_batches: tuple[int, ...]  # per worker: batches to pass over (resume)
     first_worker: int = 0  # the reader whose turn it is first (DataLoader worker 0 plays it)
     pin_memory: bool = False  # page-locked batch blocks (for copies to a CUDA device)
+    with_segments: bool = False  # batches carry each video's 2019 segment ratings
 
     def epoch_files(self, epoch: int) -> list[str]:
         if not self.training:
@@ -188,8 +195,8 @@ class RecordBatches(IterableDataset):
         buffer.arrays[2][:] = 1
         return buffer
 
-    def _decode(self, source: Source, buffer: Buffer, row: int) -> str:
-        """Decode one record into row `row` of `buffer`; returns its video id. Done as the
+    def _decode(self, source: Source, buffer: Buffer, row: int) -> FrameRecord | VideoRecord:
+        """Decode one record into row `row` of `buffer`; returns it. Done as the
         record arrives, while its bytes are still in the CPU cache from the CRC check."""
         plan = self.plan
         payload, path, index = source
@@ -212,19 +219,21 @@ class RecordBatches(IterableDataset):
             )
             inputs_np[row] = record.features
         labels_np[row, record.labels] = True
-        return record.video_id
+        return record
 
-    @staticmethod
-    def _batch(buffer: Buffer, video_ids: list[str]) -> dict:
-        """The batch of the first len(video_ids) rows of `buffer`."""
-        inputs, labels, num_frames = (t[: len(video_ids)] for t in buffer.tensors)
-        return {
-            "video_ids": video_ids,
+    def _batch(self, buffer: Buffer, records: list[FrameRecord | VideoRecord]) -> dict:
+        """The batch of the first len(records) rows of `buffer`."""
+        inputs, labels, num_frames = (t[: len(records)] for t in buffer.tensors)
+        batch = {
+            "video_ids": [record.video_id for record in records],
             "inputs": inputs,
             "num_frames": num_frames,
             "labels": labels,
             _BUFFER_KEY: buffer.place,
         }
+        if self.plan.with_segments:
+            batch["segments"] = BatchSegments.of([record.segments for record in records])
+        return batch
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -241,20 +250,20 @@ class RecordBatches(IterableDataset):
             sources = _shuffled(sources, plan.shuffle_buffer, rng)
         try:
             made = count = 0  # batches made (or skipped), records in the current one
-            buffer, video_ids = None, []
+            buffer, records = None, []
             for source in sources:
                 if made >= plan.skip_batches[worker]:  # skipped batches are not decoded
                     if buffer is None:
                         buffer = self._new_batch(buffers)
-                    video_ids.append(self._decode(source, buffer, count))
+                    records.append(self._decode(source, buffer, count))
                 count += 1
                 if count == plan.batch_size:
                     if buffer is not None:
-                        yield self._batch(buffer, video_ids)
+                        yield self._batch(buffer, records)
                     made, count = made + 1, 0
-                    buffer, video_ids = None, []
+                    buffer, records = None, []
             if buffer is not None:
-                yield self._batch(buffer, video_ids)
+                yield self._batch(buffer, records)
         except YT8MError as err:
             if info is None:
                 raise
@@ -310,12 +319,14 @@ def make_loader(
     start_batch: int = 0,
     shuffle_buffer: int | None = None,
     pin_memory: bool = False,
+    with_segments: bool = False,
 ) -> BatchLoader:
     """Batches of the records matching `pattern` for this rank.
 
     Each batch: ``video_ids`` list[str] [B]; ``inputs`` uint8 ``[B, max_frames, D]``
     zero-padded (frame-level) or float32 ``[B, D]`` (video-level); ``num_frames`` int64 [B]
-    (video-level: ones); ``labels`` bool ``[B, num_classes]``.
+    (video-level: ones); ``labels`` bool ``[B, num_classes]``; with `with_segments`,
+    ``segments`` `BatchSegments` (the 2019 ratings of the B videos, `yt8m.segments`).
     Training: `flags.num_epochs` passes, shuffled by `flags.seed`; `start_batch=k` yields
     exactly what a fresh run yields from its batch k on. Evaluation: one pass, every record
     exactly once over all ranks and workers, in a stable order. `pin_memory`: the batches
@@ -348,6 +359,7 @@ def make_loader(
         shuffle_buffer=max(shuffle_buffer, 1),
         skip_batches=(0,) * max(workers, 1),
         pin_memory=pin_memory,
+        with_segments=with_segments,
     )
     if start_batch > 0:
         plan = _with_resume(plan, start_batch)

@@ -15,6 +15,7 @@ Every defect is a `RecordError` naming the file, the record and (when known) the
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -34,6 +35,40 @@ class Segments(NamedTuple):
     labels: np.ndarray  # int64 [S]
     start_times: np.ndarray  # int64 [S], seconds
     scores: np.ndarray  # float32 [S]
+
+
+@dataclass
+class BatchSegments:
+    """The segment ratings of several videos (a batch), concatenated: video ``b`` has the
+    entries ``offsets[b]:offsets[b + 1]`` (none without segment fields). A plain object, so
+    that a DataLoader hands it over as it is (one pickle, no tensor per array)."""
+
+    offsets: np.ndarray  # int64 [B + 1]
+    labels: np.ndarray  # int64 [N]
+    start_times: np.ndarray  # int64 [N]
+    scores: np.ndarray  # float32 [N]
+
+    @classmethod
+    def of(cls, videos: Sequence[Segments | None]) -> BatchSegments:
+        parts = [s for s in videos if s is not None]
+        offsets = np.zeros(len(videos) + 1, np.int64)
+        offsets[1:] = np.cumsum([0 if s is None else len(s.labels) for s in videos])
+        fields = [
+            np.concatenate([getattr(s, name) for s in parts]).astype(dtype)
+            if parts
+            else np.zeros(0, dtype)
+            for name, dtype in (
+                ("labels", np.int64),
+                ("start_times", np.int64),
+                ("scores", np.float32),
+            )
+        ]
+        return cls(offsets, *fields)
+
+    def video(self, b: int) -> Segments:
+        """The ratings of video `b` (views)."""
+        part = slice(self.offsets[b], self.offsets[b + 1])
+        return Segments(self.labels[part], self.start_times[part], self.scores[part])
 
 
 class FrameRecord(NamedTuple):
@@ -99,11 +134,18 @@ def _segments(context: Mapping[str, wire.Feature], where: str) -> Segments | Non
     scores = context.get("segment_scores", [])
     if isinstance(scores, list) and not scores:
         scores = np.zeros(0, np.float32)
-    if isinstance(scores, list) or scores.dtype != np.float32 or len(scores) != len(labels):
-        raise RecordError(f"{where}: segment_scores must be {len(labels)} float values")
-    if len(start_times) != len(labels):
-        raise RecordError(f"{where}: segment_start_times must be {len(labels)} int64 values")
-    return Segments(labels, start_times, scores)
+    if isinstance(scores, list) or scores.dtype != np.float32:
+        raise RecordError(
+            f"{where}: 'segment_scores' must be float values, got {_describe(scores)}"
+        )
+    if not len(labels) == len(start_times) == len(scores):
+        raise RecordError(
+            f"{where}: the segment fields differ in length: segment_labels has {len(labels)} "
+            f"values, segment_start_times {len(start_times)}, segment_scores {len(scores)}; "
+            "each rated segment needs one of each"
+        )
+    # copies: the decoded values may be views of the record's bytes
+    return Segments(labels.copy(), start_times.copy(), scores.copy())
 
 
 def _frames_from_features(
@@ -255,6 +297,24 @@ def iter_video_labels(pattern: str, num_classes: int) -> Iterator[tuple[str, np.
                 raise RecordError(f"{source}: not a valid record: {err}") from None
             _, video_id = find_video_id(context, source)
             yield video_id, _labels(context, num_classes, f"{source}, video {video_id!r}")
+
+
+def iter_video_segments(pattern: str) -> Iterator[tuple[str, str, Segments]]:
+    """``(where, video_id, Segments)`` of every record matching `pattern` that has the 2019
+    segment fields, in file order, without decoding any features (`where` names the file
+    and record)."""
+    keys = (*ID_KEYS, *SEGMENT_KEYS)
+    for path in expand_pattern(pattern):
+        for index, payload in enumerate(read_record_views(path)):
+            source = f"{path}, record {index}"
+            try:
+                context = wire.decode_context(payload, keys)
+            except RecordError as err:
+                raise RecordError(f"{source}: not a valid record: {err}") from None
+            _, video_id = find_video_id(context, source)
+            segments = _segments(context, f"{source}, video {video_id!r}")
+            if segments is not None:
+                yield source, video_id, segments
 
 
 # ---- encoding (synthetic data, tests) --------------------------------------------------

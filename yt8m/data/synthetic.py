@@ -124,23 +124,40 @@ class Generator:
 
     def video(self, labels: np.ndarray, frames: int) -> np.ndarray:
         """Float frames ``[frames, dim]`` in [-2, 2] carrying the evidence of `labels`."""
-        rng = self.rng
-        x = self.noise[rng.integers(NOISE_BANK_ROWS, size=frames)]
-        x += rng.normal(0.0, SCENE_STD, self.dim).astype(np.float32)
+        x = self.background(frames)
         if self.shared_evidence:
-            count = min(frames, max(1, round(rng.uniform(*EVIDENCE_FRACTION) * frames)))
-            shared = rng.permutation(frames)[:count]
+            shared = self.evidence_frames(frames)
         for label in labels:
             if self.shared_evidence:
-                where, order = shared, rng.permutation(count)
+                order = self.rng.permutation(len(shared))
+                self.add_evidence(x, label, shared, order)
             else:
-                count = min(frames, max(1, round(rng.uniform(*EVIDENCE_FRACTION) * frames)))
-                where, order = rng.permutation(frames)[:count], np.arange(count)
-            signs = np.where(order % 2 == 0, SWING_AMPLITUDE, -SWING_AMPLITUDE)
-            swing = self.patterns[label, 1 + rng.integers(2, size=count)]
-            x[where] += signs[:, None].astype(np.float32) * swing
-            x[where] += MEAN_AMPLITUDE * self.patterns[label, 0]
+                self.add_evidence(x, label, self.evidence_frames(frames))
         return np.clip(x, -2.0, 2.0, out=x)
+
+    def background(self, frames: int) -> np.ndarray:
+        """Unclipped float frames ``[frames, dim]``: the scene vector plus frame noise."""
+        x = self.noise[self.rng.integers(NOISE_BANK_ROWS, size=frames)]
+        x += self.rng.normal(0.0, SCENE_STD, self.dim).astype(np.float32)
+        return x
+
+    def evidence_frames(self, frames: int) -> np.ndarray:
+        """A random fraction `EVIDENCE_FRACTION` of the rows ``0..frames-1`` (at least one)."""
+        count = min(frames, max(1, round(self.rng.uniform(*EVIDENCE_FRACTION) * frames)))
+        return self.rng.permutation(frames)[:count]
+
+    def add_evidence(
+        self, x: np.ndarray, label: int, where: np.ndarray, order: np.ndarray | None = None
+    ) -> None:
+        """Add class `label`'s evidence to the rows `where` of `x`: its mean pattern and
+        a swing pattern whose sign alternates along `order` (a permutation of
+        ``range(len(where))``; default: the order of `where`), see the module's docstring."""
+        count = len(where)
+        order = np.arange(count) if order is None else order
+        signs = np.where(order % 2 == 0, SWING_AMPLITUDE, -SWING_AMPLITUDE)
+        swing = self.patterns[label, 1 + self.rng.integers(2, size=count)]
+        x[where] += signs[:, None].astype(np.float32) * swing
+        x[where] += MEAN_AMPLITUDE * self.patterns[label, 0]
 
 
 def video_id(split: str, index: int) -> str:
@@ -211,6 +228,44 @@ def _clear_old_shards(
     )
 
 
+def prepare_output(
+    output_dir: str | os.PathLike,
+    videos: dict[str, int] | int,
+    splits: tuple[str, ...],
+    frames: tuple[int, int],
+    shards: int,
+    classes: int,
+    levels: tuple[str, ...],
+    overwrite: bool,
+    min_frames: int = 0,
+) -> tuple[Path, dict[str, int]]:
+    """Check a dataset's options and make its folders (old shards refused or, overwriting,
+    removed: `_clear_old_shards`); returns (root, videos per split). Bad values are a
+    `SynthError` naming the option."""
+    per_split = videos if isinstance(videos, dict) else dict.fromkeys(splits, videos)
+    low, high = frames
+    if not min_frames <= low <= high:
+        raise SynthError(
+            f"frames per video: the minimum {low} must lie between {min_frames} and the "
+            f"maximum {high} (--min_frames <= --max_frames)"
+        )
+    if shards < 1 or classes < 1 or min(per_split.values(), default=0) < 0:
+        raise SynthError(
+            f"--shards={shards} and --classes={classes} must be at least 1 and the video "
+            f"counts ({per_split}) at least 0"
+        )
+    root = Path(output_dir)
+    if root.exists() and not root.is_dir():
+        raise SynthError(f"--output {root} is a file: give the directory to write into")
+    _clear_old_shards(root, levels, list(per_split), overwrite)
+    try:
+        for level in levels:
+            (root / level).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SynthError(f"--output {root}: cannot create its folders: {err}") from None
+    return root, per_split
+
+
 def write_dataset(
     output_dir: str | os.PathLike,
     *,
@@ -238,27 +293,10 @@ def write_dataset(
     """
     if id_key not in ID_KEYS:
         raise SynthError(f"id_key must be one of {ID_KEYS}, not {id_key!r}")
-    per_split = videos if isinstance(videos, dict) else dict.fromkeys(SPLITS, videos)
+    root, per_split = prepare_output(
+        output_dir, videos, SPLITS, frames, shards, classes, levels, overwrite
+    )
     low, high = frames
-    if not 0 <= low <= high:
-        raise SynthError(
-            f"frames per video: the minimum {low} must lie between 0 and the maximum {high} "
-            "(--min_frames <= --max_frames)"
-        )
-    if shards < 1 or classes < 1 or min(per_split.values(), default=0) < 0:
-        raise SynthError(
-            f"--shards={shards} and --classes={classes} must be at least 1 and the video "
-            f"counts ({per_split}) at least 0"
-        )
-    root = Path(output_dir)
-    if root.exists() and not root.is_dir():
-        raise SynthError(f"--output {root} is a file: give the directory to write into")
-    _clear_old_shards(root, levels, list(per_split), overwrite)
-    try:
-        for level in levels:
-            (root / level).mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SynthError(f"--output {root}: cannot create its folders: {err}") from None
     generator = Generator(classes, tuple(feature_sizes), seed, shared_evidence)
     patterns: dict[str, dict[str, str]] = {level: {} for level in levels}
     for split, count in per_split.items():
@@ -283,6 +321,8 @@ def write_dataset(
 
 
 def main(argv: list[str]) -> int:
+    from yt8m.segments.synthetic import whitelist_path, write_segment_dataset  # (a cycle)
+
     parser = argparse.ArgumentParser(
         prog="yt8m synth",
         description="Write a synthetic YouTube-8M dataset (frame- and video-level TFRecords).",
@@ -293,13 +333,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--test_videos", type=int, default=300)
     parser.add_argument("--shards", type=int, default=4, help="files per split and level")
     parser.add_argument("--classes", type=int, default=4716)
-    parser.add_argument("--id_key", choices=ID_KEYS, default="video_id")
+    parser.add_argument("--id_key", choices=ID_KEYS, help="video_id (the default) or id")
     parser.add_argument("--min_frames", type=int, default=60)
     parser.add_argument("--max_frames", type=int, default=300)
     parser.add_argument("--feature_sizes", default="1024,128", help="rgb,audio sizes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--overwrite", action="store_true", help="remove the shards of an earlier run there first"
+    )
+    parser.add_argument(
+        "--segments",
+        action="store_true",
+        help="2019 segment-rated validate/test splits and a whitelist (key id, frame-level)",
     )
     parser.add_argument(
         "--shared_evidence", action="store_true", help="a video's labels show in the same frames"
@@ -318,12 +363,13 @@ def main(argv: list[str]) -> int:
         "validate": args.validate_videos,
         "test": args.test_videos,
     }
-    patterns = write_dataset(
+    writer = write_segment_dataset if args.segments else write_dataset  # yt8m.segments.synthetic
+    patterns = writer(
         args.output,
         videos=counts,
         shards=args.shards,
         classes=args.classes,
-        id_key=args.id_key,
+        id_key=args.id_key or ("id" if args.segments else "video_id"),
         frames=(args.min_frames, args.max_frames),
         feature_sizes=sizes,
         seed=args.seed,
@@ -333,4 +379,6 @@ def main(argv: list[str]) -> int:
     for level, splits in patterns.items():
         for split, pattern in splits.items():
             print(f"{level:5} {split:8} {counts[split]:6d} videos  {pattern}")
+    if args.segments:
+        print(f"whitelist {whitelist_path(args.output)}")
     return 0
