@@ -224,11 +224,12 @@ def test_unknown_loss_or_optimizer_fails_before_training(train_pattern, tmp_path
     assert not tmp_path.joinpath("checkpoint.json").exists()
 
 
-def wait_for_checkpoint_after(train_dir, step, process=None, timeout=600.0):
+def wait_for_checkpoint_after(train_dir, step, process=None, timeout=900.0):
     """Wait until `train_dir` holds a checkpoint of a step after `step`. A `process` (the
     training's Popen) that exits first fails at once with its exit status; otherwise the
-    wait is long, as a fresh interpreter importing torch on a loaded 2-core machine is slow
-    to start, and only a process that never checkpoints reaches it."""
+    wait is long, as fresh interpreters importing torch on a loaded 2-core machine are slow
+    to start (a torchrun pair took 9 minutes to its first checkpoint at a load average of
+    35), and only a process that never checkpoints reaches it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = list_checkpoints(train_dir)
