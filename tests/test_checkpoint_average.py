@@ -84,3 +84,28 @@ def test_checkpoints_of_different_models_are_not_averaged(run, tmp_path):
     (other / "model.ckpt-2.pt").write_bytes((run / "model.ckpt-2.pt").read_bytes())
     with pytest.raises(AveragingError, match="different models.*--netvlad_hidden_size"):
         average_checkpoints(other, steps=[1, 2])
+
+
+def test_an_output_dir_that_is_the_train_dir_is_refused_and_changes_nothing(run, capsys):
+    """Issue 11 (nothing lost): the average takes the newest step's name, so written into
+    the run's own train_dir it replaced that training checkpoint (its optimizer state gone,
+    and `train` would resume from the average)."""
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in run.iterdir())
+    for spelling in (str(run), str(run / "." / "")):
+        assert (
+            cli_main(["average-checkpoints", str(run), "--last=2", f"--output_dir={spelling}"]) == 2
+        )
+        error = capsys.readouterr().err
+        assert "--output_dir" in error and "is the train_dir" in error
+        assert "would replace model.ckpt-4.pt" in error and len(error.strip().splitlines()) == 1
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in run.iterdir()) == before
+
+
+def test_replacing_an_earlier_average_is_said(run, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(run), "--last=3", f"--output_dir={out}"]) == 0
+    assert "replacing the existing" not in capsys.readouterr().err
+    assert main([str(run), "--steps=2,4", f"--output_dir={out}"]) == 0
+    printed = capsys.readouterr().err
+    assert f"replacing the existing {out / 'model.ckpt-4.pt'}" in printed
+    assert load_checkpoint(out / "model.ckpt-4.pt").training_state["averaged_steps"] == [2, 4]

@@ -145,3 +145,56 @@ def test_a_foreign_file_is_a_clear_error(tmp_path):
         load_exported_model(bad)
     with pytest.raises(ExportError, match="must end in .safetensors"):
         main(["--train_dir=x", "--output=model.pt"])
+
+
+def test_a_flipped_byte_inside_an_exported_weight_is_an_error(tmp_path):
+    """Like a checkpoint (issue 11 case 7), an export carries a CRC32C per tensor in its
+    metadata, verified when eval/infer load it: a damaged weight is never used silently."""
+    from tests.test_checkpoint_checksum import flip_byte_inside
+    from yt8m.checkpoint import save_checkpoint
+    from yt8m.models.registry import build_model
+
+    flags = parse_flags(["--model=LogisticModel", "--num_classes=3", "--feature_sizes=4,2"])
+    torch.manual_seed(0)
+    model = build_model(flags)
+    save_checkpoint(tmp_path / "run", 5, model, flags)
+    output = tmp_path / "model.safetensors"
+    main([f"--train_dir={tmp_path / 'run'}", f"--output={output}"])
+    assert torch.equal(load_exported_model(output).model_state["classifier.weight"],
+                       model.classifier.weight)  # fmt: skip
+    flip_byte_inside(output, model.classifier.weight)
+    with pytest.raises(ExportError, match=r"model.safetensors is damaged: its entry "
+                       r"model/classifier.weight"):  # fmt: skip
+        restore_model(output, -1, flags, "cpu")
+
+
+def test_replacing_an_existing_export_is_said(tmp_path, capsys):
+    """Issue 11 case 4's rule for every output: a file replaced is said."""
+    from yt8m.checkpoint import save_checkpoint
+    from yt8m.models.registry import build_model
+
+    flags = parse_flags(["--model=LogisticModel", "--num_classes=3", "--feature_sizes=4,2"])
+    save_checkpoint(tmp_path / "run", 5, build_model(flags), flags)
+    output = tmp_path / "model.safetensors"
+    argv = [f"--train_dir={tmp_path / 'run'}", f"--output={output}"]
+    assert main(argv) == 0 and "replaced the existing" not in capsys.readouterr().err
+    assert main(argv) == 0
+    assert f"replaced the existing {output}" in capsys.readouterr().err
+
+
+def test_a_file_exported_before_the_checksums_loads_with_a_warning(tmp_path, caplog):
+    from safetensors.torch import save_file
+
+    from yt8m.checkpoint import save_checkpoint
+    from yt8m.models.registry import build_model
+
+    flags = parse_flags(["--model=LogisticModel", "--num_classes=3", "--feature_sizes=4,2"])
+    save_checkpoint(tmp_path / "run", 5, build_model(flags), flags)
+    output = tmp_path / "model.safetensors"
+    main([f"--train_dir={tmp_path / 'run'}", f"--output={output}"])
+    with safe_open(str(output), "pt") as f:
+        metadata = {k: v for k, v in f.metadata().items() if k != "checksums"}
+    save_file(load_exported_model(output).model_state, str(output), metadata)
+    with caplog.at_level("WARNING"):
+        assert load_exported_model(output).step == 5
+    assert "model.safetensors has no checksums (exported before they existed)" in caplog.text

@@ -247,12 +247,23 @@ def test_the_seeds_unbridged_train_dir_names_the_close_match(tiny, tmp_path):
     assert trained in str(error.value)
 
 
-def test_data_flags_that_differ_from_the_checkpoint_are_an_error(tiny, tmp_path):
-    argv = [f"--input_data_pattern={tiny.test}", f"--output_file={tmp_path / 's.csv'}"]
-    with pytest.raises(
-        PredictionError, match="--feature_sizes='1024,64'.*--feature_sizes='1024,128'"
-    ):
-        inference.main(tiny.args(*argv, "--feature_sizes=1024,64"))
+def test_data_flags_that_differ_from_the_checkpoint_are_warned_and_the_checkpoints_used(
+    tiny, tmp_path, caplog
+):
+    """Issue 11: the data format is the checkpoint's, like the model; each given flag that
+    differs is named once (video-level flags against a frame-level checkpoint included),
+    defaults nobody typed are not."""
+    reference = infer(tiny, tmp_path / "ref.csv", "--deterministic_sampling")
+    typed = ["--feature_sizes=1024,64", "--frame_features=False", "--num_classes=7"]
+    with caplog.at_level(logging.WARNING):
+        rows = infer(tiny, tmp_path / "sub.csv", "--deterministic_sampling", *typed)
+    assert rows == reference
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 3, warned
+    for flag, saved in (("feature_sizes=1024,64", "1024,128"), ("frame_features=False", "True"),
+                        ("num_classes=7", str(NUM_CLASSES))):  # fmt: skip
+        (line,) = [w for w in warned if w.startswith(f"--{flag} ")]
+        assert f"differs from {saved}" in line and "the checkpoint's value is used" in line
 
 
 def test_every_record_exactly_once_under_two_processes(tiny, tmp_path):

@@ -152,14 +152,16 @@ def test_reading_any_number_shape_gives_python_floats(tmp_path, tokens):
     assert np.concatenate([r[2] for r in rows]).tolist() == confs
 
 
-def test_crlf_and_missing_last_newline_read_like_text_mode(tmp_path):
+def test_crlf_reads_like_text_mode_and_a_missing_last_newline_is_a_cut_short_file(tmp_path):
+    """Issue 11 case 3: a file that does not end with a newline was cut off mid-line."""
     lines = ["a,1 0.500000 2 0.250000", "b,3 0.750000"]
     lf, crlf = tmp_path / "lf.csv", tmp_path / "crlf.csv"
-    lf.write_bytes((SUBMISSION_HEADER + "\n" + "\n".join(lines)).encode())
     crlf.write_bytes((SUBMISSION_HEADER + "\r\n" + "\r\n".join(lines) + "\r\n").encode())
-    for path in (lf, crlf):
-        rows = [(v, lab.tolist(), conf.tolist()) for v, lab, conf in read_submission(path)]
-        assert rows == [("a", [1, 2], [0.5, 0.25]), ("b", [3], [0.75])]
+    rows = [(v, lab.tolist(), conf.tolist()) for v, lab, conf in read_submission(crlf)]
+    assert rows == [("a", [1, 2], [0.5, 0.25]), ("b", [3], [0.75])]
+    lf.write_bytes((SUBMISSION_HEADER + "\n" + "\n".join(lines)).encode())
+    with pytest.raises(SubmissionError, match=r"lf.csv:3: the file ends inside this line"):
+        list(read_submission(lf))
 
 
 @pytest.mark.parametrize(

@@ -224,12 +224,22 @@ def test_unknown_loss_or_optimizer_fails_before_training(train_pattern, tmp_path
     assert not tmp_path.joinpath("checkpoint.json").exists()
 
 
-def wait_for_checkpoint_after(train_dir, step, timeout=120.0):
+def wait_for_checkpoint_after(train_dir, step, process=None, timeout=900.0):
+    """Wait until `train_dir` holds a checkpoint of a step after `step`. A `process` (the
+    training's Popen) that exits first fails at once with its exit status; otherwise the
+    wait is long, as fresh interpreters importing torch on a loaded 2-core machine are slow
+    to start (a torchrun pair took 9 minutes to its first checkpoint at a load average of
+    35), and only a process that never checkpoints reaches it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = list_checkpoints(train_dir)
         if found and found[-1][0] > step:
             return
+        if process is not None and process.poll() is not None:
+            raise AssertionError(
+                f"the training exited with {process.returncode} before a checkpoint after "
+                f"step {step} in {train_dir}"
+            )
         time.sleep(0.02)
     raise AssertionError(f"no checkpoint after step {step} in {train_dir} within {timeout} s")
 
@@ -253,7 +263,7 @@ def test_sigkill_at_any_moment_leaves_a_loadable_latest_checkpoint(train_pattern
             stderr=subprocess.DEVNULL,
         )
         try:
-            wait_for_checkpoint_after(tmp_path, last_step)
+            wait_for_checkpoint_after(tmp_path, last_step, process)
             time.sleep(rng.uniform(0.0, 0.3))
         finally:
             process.send_signal(signal.SIGKILL)

@@ -6,9 +6,11 @@ Layout of a train_dir::
     checkpoint.json      {"latest": "model.ckpt-STEP.pt", "step": STEP, "all": [...]}
 
 A checkpoint file holds ``format``, ``step``, ``flags`` (the full flag table as a
-JSON string), ``model`` (the state dict), ``optimizer`` (its state dict or None)
-``training`` (random states and the loader position, see `yt8m.train`) and, with
-``--ema_decay``, ``ema`` (the averaged state dict, `yt8m.ema`). It is
+JSON string), ``model`` (the state dict), ``optimizer`` (its state dict or None),
+``training`` (random states and the loader position, see `yt8m.train`), with
+``--ema_decay`` ``ema`` (the averaged state dict, `yt8m.ema`), and ``checksums`` (a
+CRC32C of every tensor and value, the EMA's included, verified on load:
+`yt8m.checkpoint_checksum`; a damaged file is a `CheckpointError`). It is
 written to a temporary file, fsynced and renamed (`yt8m.atomic`), then the pointer
 is rewritten the same way: a process killed at any moment leaves every
 ``model.ckpt-*.pt`` complete. `latest_checkpoint` takes the highest step present, so
@@ -31,6 +33,7 @@ import torch
 from torch import nn
 
 from yt8m.atomic import atomic_output
+from yt8m.checkpoint_checksum import CHECKSUM_KEY, checksum_mismatch, payload_checksums
 from yt8m.ema import prediction_state
 from yt8m.errors import YT8MError
 from yt8m.flags import Flags
@@ -113,6 +116,7 @@ def save_checkpoint(
     }
     if ema_state is not None:
         payload["ema"] = ema_state
+    payload[CHECKSUM_KEY] = payload_checksums(payload)
     with atomic_output(path, binary=True) as out:
         torch.save(payload, out)
     steps = [s for s, _ in list_checkpoints(train_dir)]
@@ -145,7 +149,11 @@ def remove_stale_temporaries(train_dir: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read one checkpoint file onto the CPU, refusing anything but plain data."""
+    """Read one checkpoint file onto the CPU, refusing anything but plain data.
+
+    Raises `CheckpointError` for a missing, unreadable, foreign or damaged file (one whose
+    content does not match its checksums).
+    """
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -158,6 +166,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path} is not a yt8m checkpoint of format {FORMAT_VERSION} "
             "(a file written by `yt8m train` was expected)"
         )
+    damaged = checksum_mismatch(payload)
+    if damaged:
+        raise CheckpointError(
+            f"checkpoint {path} is damaged: its {damaged} does not match the checksum "
+            "written with it"
+        )
+    if CHECKSUM_KEY not in payload:
+        log.warning("%s has no checksums (written before they existed): not verified", path)
     return Checkpoint(
         path=path,
         step=int(payload["step"]),
@@ -208,8 +224,11 @@ def find_checkpoint(train_dir: str | Path, check_point: int = -1) -> Path:
 
 
 def warn_flag_differences(cli_flags: Flags, checkpoint: Checkpoint) -> None:
-    """Log one warning per model flag whose command-line value differs from the checkpoint's."""
+    """Log one warning per model flag the command line gave whose value differs from the
+    checkpoint's (defaults nobody typed are not reported)."""
     for name, cli_value, saved_value in cli_flags.model_differences(checkpoint.flags):
+        if not cli_flags.was_given(name):
+            continue
         log.warning(
             "--%s=%s on the command line differs from %s in %s; the checkpoint's value is used",
             name,
@@ -217,6 +236,19 @@ def warn_flag_differences(cli_flags: Flags, checkpoint: Checkpoint) -> None:
             saved_value,
             checkpoint.path,
         )
+
+
+def _load_chosen(train_dir: str | Path, path: Path) -> Checkpoint:
+    """`load_checkpoint(path)`; an unreadable one names ``--check_point=STEP`` and the
+    other steps of `train_dir`."""
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as err:
+        others = [str(step) for step, other in list_checkpoints(train_dir) if other != path]
+        choice = f"steps present: {', '.join(others)}" if others else "it is the only one"
+        raise CheckpointError(
+            f"{err}; pick another checkpoint with --check_point=STEP ({choice})"
+        ) from None
 
 
 def restore_model(
@@ -230,14 +262,15 @@ def restore_model(
     `check_point` is a step or -1 for the latest; `train_dir` may also be a file written
     by `yt8m export`. The weights are the checkpoint's EMA when it has one, unless
     ``cli_flags.use_ema`` is False. Model flags of `cli_flags` that differ from the
-    checkpoint's are reported with a warning, never used.
+    checkpoint's are reported with a warning, never used. An unreadable checkpoint is an
+    error that names ``--check_point=STEP`` and the other steps present.
     """
     from yt8m.export import is_exported_model, load_exported_model  # it imports this module
 
     if is_exported_model(train_dir):
         checkpoint = load_exported_model(train_dir)
     else:
-        checkpoint = load_checkpoint(find_checkpoint(train_dir, check_point))
+        checkpoint = _load_chosen(train_dir, find_checkpoint(train_dir, check_point))
     warn_flag_differences(cli_flags, checkpoint)
     model = build_model(checkpoint.flags)
     model.load_state_dict(prediction_state(checkpoint, cli_flags.use_ema))

@@ -13,12 +13,15 @@ EMAs are averaged the same way. Sums are taken in float64 and rounded once.
 The result is written by `yt8m.checkpoint.save_checkpoint` into OUT (default
 ``DIR/averaged``) as ``model.ckpt-STEP.pt``, STEP being the newest step averaged, with the
 newest checkpoint's flags, no optimizer state and ``training_state["averaged_steps"]``:
-a train_dir that `yt8m eval`, `yt8m infer` and `yt8m export` accept.
+a train_dir that `yt8m eval`, `yt8m infer` and `yt8m export` accept. OUT may not be DIR
+itself (the average would replace the training checkpoint of its step, optimizer state and
+all, and `train` would resume from it); replacing an earlier average is said.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -87,6 +90,16 @@ def average_checkpoints(
         load_checkpoint(p) for p in choose_steps(train_dir, steps, last)
     ]
     newest = checkpoints[-1]
+    output = Path(output_dir or Path(train_dir) / "averaged")
+    target = output / newest.path.name
+    if output.resolve() == Path(train_dir).resolve():
+        raise AveragingError(
+            f"--output_dir={output} is the train_dir: the average would replace "
+            f"{target.name}, a training checkpoint; give another folder (default: "
+            f"{Path(train_dir) / 'averaged'})"
+        )
+    if target.exists():
+        print(f"replacing the existing {target}", file=sys.stderr)
     for checkpoint in checkpoints[:-1]:
         differences = newest.flags.model_differences(checkpoint.flags)
         if differences:
@@ -100,7 +113,7 @@ def average_checkpoints(
     ema = average_states(emas) if all(e is not None for e in emas) else None
     averaged_steps = [c.step for c in checkpoints]
     return save_checkpoint(
-        output_dir or Path(train_dir) / "averaged",
+        output,
         newest.step,
         model,
         newest.flags,

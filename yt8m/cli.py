@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
+from yt8m import __version__
 from yt8m.errors import YT8MError
 
 # subcommand -> ("module:function", one-line description)
@@ -26,11 +28,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def usage() -> str:
     width = max(map(len, COMMANDS))
     rows = "\n".join(f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items())
-    return f"usage: yt8m COMMAND [flags]\n\ncommands:\n{rows}\n\n`yt8m COMMAND --help` lists a command's flags."
+    return (
+        f"usage: yt8m COMMAND [flags]\n\ncommands:\n{rows}\n\n"
+        "`yt8m COMMAND --help` lists a command's flags; `yt8m --version` the versions."
+    )
+
+
+def version() -> str:
+    """This package's version, and torch's."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        torch_version = installed("torch")
+    except PackageNotFoundError:
+        torch_version = "not installed"
+    return f"yt8m {__version__} (torch {torch_version}, Python {sys.version.split()[0]})"
 
 
 def run_command(command: str, argv: list[str]) -> int:
-    """Run one subcommand; a `YT8MError` becomes a one-line message and exit status 2."""
+    """Run one subcommand; a `YT8MError` becomes a one-line message and its exit status
+    (2, or the error's own `exit_status`: 130/143 for a training stopped by SIGINT/SIGTERM)."""
     target, _ = COMMANDS[command]
     module_name, func_name = target.split(":")
     func = getattr(importlib.import_module(module_name), func_name)
@@ -38,10 +56,13 @@ def run_command(command: str, argv: list[str]) -> int:
         return int(func(argv) or 0)
     except YT8MError as err:
         print(f"yt8m {command}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_status
     except KeyboardInterrupt:
         print(f"yt8m {command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `yt8m ... | head`: the reader went away
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 141
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("--version", "-V", "version"):
+        print(version())
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         import difflib

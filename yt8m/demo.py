@@ -7,8 +7,10 @@
 3. each evaluated on the validation split (GAP, mAP, Hit@1, PERR),
 4. each model's test predictions written as a Kaggle submission file,
 5. the seven averaged with equal weights (the seed's last step) and with weights fitted
-   on the validation predictions,
-6. one table: model, parameters, GAP, Hit@1, seconds, plus the two ensembles.
+   on half of the validation videos, scored on that half and on the other half (videos the
+   weights were not fitted on),
+6. one table: model (named with the sizes built, e.g. "Gated NetVLAD (16 clusters; the
+   seed's 256)"), parameters, GAP, Hit@1, seconds, plus the ensembles.
 
 Every step runs the same code as the corresponding `yt8m` command.
 """
@@ -45,6 +47,7 @@ ITERATIONS_DIVISOR = 10  # frames sampled per video: the seed's 300 -> 30, 150 -
 SYNTHETIC_FRAMES = (10, 30)
 SYNTHETIC_FEATURE_SIZES = (128, 32)
 UNLIMITED_EPOCHS = 10**6  # the demo's runs stop at --steps
+HOLDOUT = 0.5  # of the validation videos: kept out of the ensemble fit, scored apart
 
 BASELINE = SeedModel(
     "Baseline: logistic on averaged frames",
@@ -93,6 +96,7 @@ def _splits(args: argparse.Namespace, out: Path) -> dict[str, str]:
         feature_sizes=SYNTHETIC_FEATURE_SIZES,
         levels=("frame",),
         seed=args.seed,
+        overwrite=True,  # the demo's own folder: a run replaces the previous run's data
     )
     return patterns["frame"]
 
@@ -144,6 +148,7 @@ def _run_model(
     """Train, evaluate and predict with one model; returns its row and its two CSVs."""
     train_dir = out / "train" / model.train_dir
     common = [*model_argv(model, args), f"--train_dir={train_dir}"]
+    title = model.title_for(parse_flags(common))
     started = time.perf_counter()
     trained = train.train(
         parse_flags(
@@ -177,14 +182,15 @@ def _run_model(
             )
         )
         predictions[split] = str(path)
-    row = Row(model.title, parameters, result["gap"], result["hit_at_one"], seconds)
+    row = Row(title, parameters, result["gap"], result["hit_at_one"], seconds)
     return row, predictions["validate"], predictions["test"]
 
 
 def _ensembles(
     validate_csvs: list[str], test_csvs: list[str], splits: dict[str, str], args, out: Path
 ) -> list[Row]:
-    """Equal and fitted weights: GAP on validate, submissions for test."""
+    """Equal weights (GAP on validate) and weights fitted on part of validate (GAP on that
+    part and on the held-out rest); submissions for test."""
     submissions = out / "submissions"
     weights = out / "ensemble_weights.json"
     ensemble.ensemble_main(
@@ -194,6 +200,7 @@ def _ensembles(
             f"--labels_pattern={splits['validate']}",
             f"--num_classes={args.classes}",
             f"--output={weights}",
+            f"--holdout={HOLDOUT}",
         ]
     )
     ensemble.average_main(
@@ -208,10 +215,24 @@ def _ensembles(
         ]
     )
     report = json.loads(weights.read_text())
+    fitted, held = report["num_fitted_videos"], report["holdout"]["num_videos"]
     nan = float("nan")
     return [
         Row("Ensemble, equal weights (the seed's)", None, report["equal_weight_gap"], nan, 0.0),
-        Row("Ensemble, fitted weights (fit on validate)", None, report["fitted_gap"], nan, 0.0),
+        Row(
+            f"Ensemble, fitted weights: {fitted} videos fitted on",
+            None,
+            report["fitted_gap"],
+            nan,
+            0.0,
+        ),
+        Row(
+            f"Ensemble, fitted weights: {held} held-out videos",
+            None,
+            report["holdout"]["fitted_gap"],
+            nan,
+            0.0,
+        ),
     ]
 
 
@@ -286,7 +307,8 @@ def main(argv: list[str]) -> int:
     rows, validate_csvs, test_csvs = [], [], []
     for number, model in enumerate([*models, BASELINE], start=1):
         print(
-            f"[2-4/6] model {number}/{len(models) + 1}: {model.title} ({sizes}, "
+            f"[2-4/6] model {number}/{len(models) + 1}: "
+            f"{model.title_for(parse_flags(model_argv(model, args)))} ({sizes}, "
             f"{args.steps} steps): train, evaluate on validate, predict test",
             flush=True,
         )
@@ -295,7 +317,11 @@ def main(argv: list[str]) -> int:
         if model is not BASELINE:
             validate_csvs.append(validate_csv)
             test_csvs.append(test_csv)
-    print("[5/6] ensembles: equal weights and weights fitted on validate", flush=True)
+    print(
+        f"[5/6] ensembles: equal weights, and weights fitted on {1 - HOLDOUT:.0%} of the "
+        f"validation videos (scored on those and on the {HOLDOUT:.0%} held out)",
+        flush=True,
+    )
     rows[-1:-1] = _ensembles(validate_csvs, test_csvs, splits, args, out)
     print(f"\n[6/6] validation results ({sizes}, {args.steps} training steps per model)\n")
     print(_table(rows))

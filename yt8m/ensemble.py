@@ -1,12 +1,17 @@
 """Ensembles of prediction files: `yt8m average` (file_averaging.py) and `yt8m ensemble`.
 
 Averaging (fidelity.md §6): for every video, the weighted mean over the files of each
-label's confidence (a label absent from a file, or a video absent from a file, counts
-0), divided by the total weight; the top_k labels (20) are written, highest mean
+label's confidence (a label absent from a file counts 0), divided by the total weight; the top_k labels (20) are written, highest mean
 first, equal means: smaller label first (the ranking rule of `yt8m.metrics`). Every pair of every
 line is read (the original's script read only the first half of each line's pairs).
 The mean is computed in float64 from the files' values (the original truncated each
 confidence to 5 decimals first).
+
+A Kaggle submission needs every video in every file: files whose videos differ are an
+error naming each file and how many videos of the first file it lacks and how many it
+adds; ``--allow_missing_videos`` averages them anyway (a video absent from a file counts
+0, as the original's counters did) and warns with those counts. An output that is one of
+the inputs is refused; an existing output is replaced, and the command says so.
 
 Streaming: the files are read in chunks of lines side by side; two threads read and
 parse the next chunk of every file while the current one is averaged (the compiled
@@ -20,7 +25,9 @@ averaged at the end; videos are then written in order of first appearance.
 `yt8m ensemble fit` learns non-negative weights that maximise GAP on a labelled split
 (coordinate search from equal weights, keeping only improvements, so the fitted GAP is
 never below the equal-weight GAP on that split); `yt8m ensemble apply` averages test
-files with them.
+files with them. ``--holdout=FRACTION`` keeps that fraction of the labelled videos out of
+the fit and scores both weightings on them too: the GAP on the videos fitted on flatters
+the fitted weights, the held-out GAP does not.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import argparse
 import difflib
 import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,6 +70,10 @@ WILLOW_INPUTS = (
 )
 WILLOW_OUTPUT = "WILLOW_submission.csv"
 _READ_THREADS = 2  # threads reading and parsing the files' next chunks
+_ALLOW_HELP = (
+    "average files whose videos differ (a video absent from a file counts 0) with a warning, "
+    "instead of stopping"
+)
 _DENSE_LABELS = 1 << 16  # above this label number, the labels present are renumbered
 
 
@@ -86,11 +98,13 @@ def parse_models(specs: Sequence[str], weights: Sequence[float] | None = None) -
     for spec in specs:
         path, weight = spec, 1.0
         head, sep, tail = spec.rpartition(":")
-        if sep and head:
+        if sep and head and "/" not in tail and not os.path.exists(spec):
             try:
                 path, weight = head, float(tail)
             except ValueError:
-                path = spec
+                raise EnsembleError(
+                    f"{spec}: the weight {tail!r} is not a number (FILE:WEIGHT, e.g. {head}:0.5)"
+                ) from None
         models.append(Model(path, weight))
     if weights is not None:
         if len(weights) != len(models):
@@ -166,6 +180,14 @@ class _VideoIndex:
             _raise_duplicate(chunk, int(np.flatnonzero(repeated)[0]))
         seen[indices] = True
         return indices
+
+    def present(self, file: int) -> np.ndarray:
+        """bool [videos so far]: which videos `file` listed."""
+        listed = np.zeros(len(self.names), dtype=bool)
+        listed[: self._shared] = True
+        seen = self._seen[file][: len(self.names)]
+        listed[: seen.size] |= seen
+        return listed
 
 
 def _raise_duplicate(chunk: SubmissionChunk, offset: int) -> None:
@@ -271,10 +293,36 @@ def _read_steps(
             yield step
 
 
+def _check_same_videos(index: _VideoIndex, models: Sequence[Model], allow_missing: bool) -> None:
+    """Every file must list the first file's videos, no fewer and no more: an error naming
+    each file that differs, or with `allow_missing` one warning line per such file."""
+    first = index.present(0)
+    problems = []
+    for file in range(1, len(models)):
+        listed = index.present(file)
+        lacks, adds = int((first & ~listed).sum()), int((listed & ~first).sum())
+        if lacks or adds:
+            problems.append(
+                f"{models[file].path} lacks {lacks} of the {int(first.sum())} videos of "
+                f"{models[0].path} and adds {adds} it does not have"
+            )
+    if problems and not allow_missing:
+        raise EnsembleError(
+            "; ".join(problems) + ": a submission needs every video in every file "
+            "(--allow_missing_videos averages anyway, a video absent from a file counting 0)"
+        )
+    for problem in problems:
+        print(f"warning: {problem}; absent videos count 0", file=sys.stderr)
+
+
 def _average_streams(
-    models: Sequence[Model], top_k: int, lines_per_chunk: int
+    models: Sequence[Model], top_k: int, lines_per_chunk: int, allow_missing: bool = False
 ) -> Iterator[tuple[Sequence[str] | np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (video ids, top labels [n, k], mean confidences [n, k]) in output order."""
+    """Yield (video ids, top labels [n, k], mean confidences [n, k]) in output order.
+
+    Raises `EnsembleError` once every file is read when their videos differ (unless
+    `allow_missing`); what was yielded before then belongs to an output to discard.
+    """
     total_weight = sum(m.weight for m in models)
     num_files = len(models)
     index = _VideoIndex(len(models))
@@ -304,6 +352,7 @@ def _average_streams(
                 video = np.repeat(index.add(file, chunk), chunk.pair_counts)
                 order_key = video * num_files + file  # sorts by video, then file
                 collected.append((order_key, chunk.labels, _weighted(chunk, models[file].weight)))
+    _check_same_videos(index, models, allow_missing)
     if collected:
         video, labels, values = (np.concatenate(parts) for parts in zip(*collected, strict=True))
     else:
@@ -319,22 +368,47 @@ def _average_streams(
         yield index.names[emitted + start : emitted + stop], top_labels, top_sums / total_weight
 
 
+def check_output(output: str | os.PathLike, inputs: Sequence[str]) -> None:
+    """Refuse an output that is one of the inputs, or a remote one; say so when an existing
+    file is replaced."""
+    if "://" in os.fspath(output):
+        raise EnsembleError(
+            f"--output_file {os.fspath(output)}: outputs are written locally; copy it afterwards"
+        )
+    if not os.path.exists(output):
+        return
+    for path in inputs:
+        if os.path.exists(path) and os.path.samefile(path, output):
+            raise EnsembleError(
+                f"--output_file {os.fspath(output)} is the input {path}: writing it would "
+                "replace that input; give another --output_file"
+            )
+    print(f"replacing the existing {os.fspath(output)}", file=sys.stderr)
+
+
 def average_files(
     models: Sequence[Model],
     output: str | os.PathLike,
     top_k: int = 20,
     lines_per_chunk: int = 8192,
     progress: bool | None = None,
+    allow_missing: bool = False,
 ) -> int:
-    """Write the weighted average of `models` to `output` (atomically); returns videos."""
+    """Write the weighted average of `models` to `output` (atomically); returns videos.
+
+    Files whose videos differ are an `EnsembleError` unless `allow_missing`; nothing is
+    written then. An `output` that is one of the inputs is refused.
+    """
     check_files_exist([m.path for m in models])
+    check_output(output, [m.path for m in models])
     written = 0
     with (
         atomic_output(output) as out,
         tqdm(unit=" videos", disable=not progress if progress is not None else None) as bar,
     ):
         out.write(SUBMISSION_HEADER + "\n")
-        for video_ids, labels, means in _average_streams(models, top_k, lines_per_chunk):
+        averages = _average_streams(models, top_k, lines_per_chunk, allow_missing)
+        for video_ids, labels, means in averages:
             out.write(format_ranked_lines(video_ids, labels, means))
             written += len(video_ids)
             bar.update(len(video_ids))
@@ -355,6 +429,7 @@ def average_main(argv: list[str]) -> int:
     parser.add_argument("--output_file", "--output", default=WILLOW_OUTPUT)
     parser.add_argument("--top_k", type=int, default=20, help="pairs written per video (20)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.add_argument("--allow_missing_videos", action="store_true", help=_ALLOW_HELP)
     args = parser.parse_args(argv)
     if args.top_k <= 0:
         raise EnsembleError(f"--top_k={args.top_k}: must be positive")
@@ -363,7 +438,11 @@ def average_main(argv: list[str]) -> int:
     weights = _parse_weights(args.weights)
     models = parse_models(specs, weights)
     count = average_files(
-        models, args.output_file, args.top_k, progress=False if args.no_progress else None
+        models,
+        args.output_file,
+        args.top_k,
+        progress=False if args.no_progress else None,
+        allow_missing=args.allow_missing_videos,
     )
     print(f"averaged {len(models)} files, {count} videos -> {args.output_file}")
     return 0
@@ -430,8 +509,19 @@ class FittingProblem:
         slots = np.where(self.valid, padded_labels, 0)
         self.scores = np.where(self.valid[:, :, None], per_model[slots], 0).astype(np.float32)
         self.relevant = relevant[slots] & self.valid
+        self.positives_per_video = np.bincount(true_v, minlength=len(ids))
         self.num_positives = int(true_l.size)
         self.num_videos = len(ids)
+
+    def subset(self, videos: np.ndarray) -> FittingProblem:
+        """The problem on some of its videos (indices [n] into the labelled split's order)."""
+        part = object.__new__(FittingProblem)
+        part.scores, part.relevant = self.scores[videos], self.relevant[videos]
+        part.valid = self.valid[videos]
+        part.positives_per_video = self.positives_per_video[videos]
+        part.num_positives = int(part.positives_per_video.sum())
+        part.num_videos = len(videos)
+        return part
 
     def gap(self, weights: np.ndarray, top_k: int) -> float:
         """GAP of the weighted mean of the models' confidences (weights [F] >= 0)."""
@@ -469,6 +559,15 @@ def fit_weights(
     return weights / weights.sum(), best
 
 
+def holdout_split(num_videos: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(videos to fit on, videos held out): a seeded draw of round(fraction * num_videos)."""
+    if not 0 <= fraction < 1:
+        raise EnsembleError(f"--holdout={fraction}: a fraction in [0, 1)")
+    order = np.random.default_rng(seed).permutation(num_videos)
+    held = int(round(fraction * num_videos))
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
 def _load_labels(pattern: str, num_classes: int) -> Iterator[tuple[str, np.ndarray]]:
     from yt8m.data.records import iter_video_labels
 
@@ -477,26 +576,46 @@ def _load_labels(pattern: str, num_classes: int) -> Iterator[tuple[str, np.ndarr
 
 def fit_main(args: argparse.Namespace) -> int:
     check_files_exist(args.files)
+    check_output(args.output, args.files)
     problem = FittingProblem(
         args.files, _load_labels(args.labels_pattern, args.num_classes), args.lines_per_chunk
     )
     count = len(args.files)
     per_model = [problem.gap(np.eye(count)[m], args.top_k) for m in range(count)]
     equal = problem.gap(np.ones(count), args.top_k)
-    weights, fitted = fit_weights(problem, count, args.top_k)
+    fit_videos, held_videos = holdout_split(problem.num_videos, args.holdout)
+    fitting = problem.subset(fit_videos) if held_videos.size else problem
+    weights, fitted = fit_weights(fitting, count, args.top_k)
     for path, score, weight in zip(args.files, per_model, weights, strict=True):
         print(f"GAP {score:.6f}  weight {weight:.4f}  {path}")
-    print(f"equal weights GAP {equal:.6f}; fitted weights GAP {fitted:.6f}")
+    print(
+        f"equal weights GAP {equal:.6f} ({problem.num_videos} videos); fitted weights GAP "
+        f"{fitted:.6f} on the {fitting.num_videos} videos fitted on"
+    )
     report = {
         "top_k": args.top_k,
         "num_videos": problem.num_videos,
         "equal_weight_gap": equal,
+        "num_fitted_videos": fitting.num_videos,
         "fitted_gap": fitted,
         "models": [
             {"file": p, "weight": float(w), "gap": g}
             for p, w, g in zip(args.files, weights, per_model, strict=True)
         ],
     }
+    if held_videos.size:
+        held = problem.subset(held_videos)
+        report["holdout"] = {
+            "fraction": args.holdout,
+            "num_videos": held.num_videos,
+            "equal_weight_gap": held.gap(np.ones(count), args.top_k),
+            "fitted_gap": held.gap(weights, args.top_k),
+        }
+        print(
+            f"held out ({held.num_videos} videos, not fitted on): equal weights GAP "
+            f"{report['holdout']['equal_weight_gap']:.6f}; fitted weights GAP "
+            f"{report['holdout']['fitted_gap']:.6f}"
+        )
     with atomic_output(args.output) as out:
         json.dump(report, out, indent=2)
         out.write("\n")
@@ -521,7 +640,9 @@ def apply_main(args: argparse.Namespace) -> int:
     for model, path in zip(fitted, args.files, strict=True):
         print(f"{path} <- weight {model['weight']:.4f} (fitted on {model['file']})")
     models = parse_models(args.files, weights)
-    count = average_files(models, args.output_file, args.top_k, progress=None)
+    count = average_files(
+        models, args.output_file, args.top_k, allow_missing=args.allow_missing_videos
+    )
     print(f"averaged {len(models)} files, {count} videos -> {args.output_file}")
     return 0
 
@@ -540,11 +661,18 @@ def ensemble_main(argv: list[str]) -> int:
     fit.add_argument("--num_classes", type=int, default=4716)
     fit.add_argument("--output", default="ensemble_weights.json")
     fit.add_argument("--top_k", type=int, default=20)
+    fit.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        help="fraction of the labelled videos kept out of the fit and scored apart (0: none)",
+    )
     fit.add_argument("--lines_per_chunk", type=int, default=8192, help=argparse.SUPPRESS)
     apply = sub.add_parser("apply", help="average test CSVs with fitted weights")
     apply.add_argument("files", nargs="+", metavar="FILE", help="test CSVs, in the fit's order")
     apply.add_argument("--weights", required=True, help="JSON written by `yt8m ensemble fit`")
     apply.add_argument("--output_file", "--output", required=True)
     apply.add_argument("--top_k", type=int, default=20)
+    apply.add_argument("--allow_missing_videos", action="store_true", help=_ALLOW_HELP)
     args = parser.parse_args(argv)
     return fit_main(args) if args.action == "fit" else apply_main(args)

@@ -40,13 +40,13 @@ import torch.distributed as dist
 from yt8m.atomic import atomic_output
 from yt8m.checkpoint import list_checkpoints
 from yt8m.data.loader import make_loader
-from yt8m.data.tfrecord import expand_pattern
+from yt8m.data.no_records import no_records_error, require_records
 from yt8m.distributed import Process, init_distributed, shutdown
 from yt8m.export import is_exported_model
 from yt8m.flags import Flags, parse_flags
 from yt8m.inference import PredictionError, predict, quiet_other_ranks, restore_for_prediction
 from yt8m.losses import get_loss
-from yt8m.metrics import EvaluationMetrics
+from yt8m.metrics import EvaluationMetrics, MetricsError
 from yt8m.segments.evaluate import evaluate_segments
 
 log = logging.getLogger("yt8m.eval")
@@ -76,7 +76,7 @@ def evaluate(
     """
     if not flags.eval_data_pattern:
         raise PredictionError("--eval_data_pattern is empty: give the glob of the TFRecords")
-    expand_pattern(flags.eval_data_pattern)  # no match fails before any checkpoint is read
+    require_records("--eval_data_pattern", flags.eval_data_pattern)  # before any checkpoint
     get_loss(flags.label_loss)  # an unknown loss fails before any work
     process = init_distributed(flags.device)
     try:
@@ -147,7 +147,11 @@ def evaluate_checkpoint(flags: Flags, check_point: int, process: Process) -> dic
     metrics = _merged(metrics, process)
     if not process.is_main:
         return {}
-    result = {"step": checkpoint.step, "checkpoint": str(checkpoint.path), **metrics.get()}
+    try:
+        numbers = metrics.get()
+    except MetricsError:  # no video at all (every record skipped as corrupt)
+        raise no_records_error("--eval_data_pattern", flags.eval_data_pattern) from None
+    result = {"step": checkpoint.step, "checkpoint": str(checkpoint.path), **numbers}
     _report(flags, result)
     return result
 

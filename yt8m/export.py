@@ -10,13 +10,17 @@ the dtype and which weights were taken (the EMA when the checkpoint has one, unl
 model is rebuilt from its flags and the weights are cast back to float32, so float16 or
 bfloat16 files change predictions only by the rounding of the weights
 (`tests/test_export.py` measures it). The size in bytes is printed; with ``--max_bytes``
-a larger file is an error and nothing is written.
+a larger file is an error and nothing is written. Like a checkpoint, the file carries a
+CRC32C of every tensor and of the flag table (metadata ``checksums``,
+`yt8m.checkpoint_checksum`), verified on load: a damaged file is an `ExportError`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -25,12 +29,14 @@ from safetensors.torch import load_file, save
 
 from yt8m.atomic import atomic_output
 from yt8m.checkpoint import Checkpoint, find_checkpoint, load_checkpoint
+from yt8m.checkpoint_checksum import CHECKSUM_KEY, checksum_mismatch, payload_checksums
 from yt8m.ema import prediction_state
 from yt8m.errors import YT8MError
 from yt8m.flags import Flags
 
 FORMAT = "yt8m-export-1"
 SUFFIX = ".safetensors"
+log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -54,6 +60,8 @@ def export_bytes(checkpoint: Checkpoint, dtype: str, use_ema: bool = True) -> by
         "dtype": dtype,
         "weights": "ema" if state is checkpoint.ema_state else "raw",
     }
+    checked = {"model": tensors, "flags": metadata["flags"]}
+    metadata[CHECKSUM_KEY] = json.dumps(payload_checksums(checked), sort_keys=True)
     return save(tensors, metadata)
 
 
@@ -80,6 +88,26 @@ def is_exported_model(path: str | Path) -> bool:
     return str(path).endswith(SUFFIX) and Path(path).is_file()
 
 
+def _verify(path: Path, metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> None:
+    """Raise `ExportError` when the tensors or the flag table do not match the checksums
+    written with them; a file exported before the checksums loads with a warning."""
+    if CHECKSUM_KEY not in metadata:
+        log.warning("%s has no checksums (exported before they existed): not verified", path)
+        return
+    try:
+        stored = json.loads(metadata[CHECKSUM_KEY])
+    except ValueError:
+        stored = None  # the table itself is damaged
+    damaged = checksum_mismatch(
+        {"model": tensors, "flags": metadata["flags"], CHECKSUM_KEY: stored}
+    )
+    if damaged or stored is None:
+        raise ExportError(
+            f"{path} is damaged: its {damaged or 'checksum table'} does not match the checksum "
+            "written with it; export it again (yt8m export)"
+        )
+
+
 def load_exported_model(path: str | Path) -> Checkpoint:
     """An exported file as a `Checkpoint` (no optimizer or training state)."""
     path = Path(path)
@@ -91,6 +119,7 @@ def load_exported_model(path: str | Path) -> Checkpoint:
         raise ExportError(f"{path} cannot be read as an exported model: {err}") from None
     if metadata.get("format") != FORMAT:
         raise ExportError(f"{path} is not a file written by `yt8m export` ({FORMAT})")
+    _verify(path, metadata, tensors)
     return Checkpoint(
         path=path,
         step=int(metadata["step"]),
@@ -126,6 +155,9 @@ def main(argv: list[str]) -> int:
     if not args.output.endswith(SUFFIX):
         raise ExportError(f"--output={args.output}: the name must end in {SUFFIX}")
     checkpoint = load_checkpoint(find_checkpoint(args.train_dir, args.check_point))
+    existed = Path(args.output).exists()
     size = write_export(checkpoint, args.output, args.dtype, args.max_bytes, args.use_ema)
+    if existed:  # said once the new file is in place (a refused one replaces nothing)
+        print(f"replaced the existing {args.output}", file=sys.stderr)
     print(f"{args.output}: {size} bytes ({args.dtype}, step {checkpoint.step} of {args.train_dir})")
     return 0

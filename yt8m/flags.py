@@ -27,7 +27,7 @@ import dataclasses
 import difflib
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from yt8m.errors import YT8MError
 
@@ -45,6 +45,11 @@ class Flags:
     """Every flag of the original's train.py, eval.py, inference.py,
     frame_level_models.py and video_level_models.py, plus this project's own
     (marked "new" in their help). Defaults are the original's."""
+
+    # The names of the flags a command line gave (`parse_flags` sets it; `was_given`).
+    # Not a flag: outside the table, `to_dict` and comparisons. None: not parsed from a
+    # command line, every flag counts as given.
+    given: ClassVar[frozenset[str] | None] = None
 
     # ---- data -------------------------------------------------------------
     train_dir: str = _flag("/tmp/yt8m_model/", "Directory of checkpoints and logs.", "data")
@@ -138,7 +143,13 @@ class Flags:
     max_steps: int | None = _flag(None, "Stop after this many steps.", "train")
     export_model_steps: int = _flag(10000, "Steps between checkpoints.", "train")
     save_checkpoint_secs: float = _flag(900.0, "Seconds between checkpoints (new).", "train")
-    keep_checkpoints: int = _flag(5, "Checkpoints kept (new; 0 keeps all).", "train")
+    keep_checkpoints: int = _flag(
+        5,
+        "Newest checkpoints kept (new; 0 keeps all). A full-size one is about 4 GB (gated "
+        "NetVLAD: 333 M float32 parameters and Adam's two moments; 5.3 GB with --ema_decay): "
+        "five, about 20 GB.",
+        "train",
+    )
     optimizer: str = _flag("AdamOptimizer", "Optimizer class name.", "train")
     clip_gradient_norm: float = _flag(1.0, "Clip each gradient tensor to this L2 norm.", "train")
     log_device_placement: bool = _flag(False, "Accepted for compatibility; no effect.", "train")
@@ -264,6 +275,10 @@ class Flags:
             )
         return list(zip(name_list, size_list, strict=True))
 
+    def was_given(self, name: str) -> bool:
+        """Whether the command line gave flag `name` (True for flags not parsed from one)."""
+        return self.given is None or name in self.given
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -355,22 +370,27 @@ def parse_flags(argv: list[str], command: str = "train") -> Flags:
     """Parse a command line in the original's spelling into a `Flags`.
 
     Raises `FlagError` for unknown, ambiguous or ill-typed flags and for
-    positional arguments. ``-h``/``--help`` prints the table and exits.
+    positional arguments. ``-h``/``--help`` prints the command's flags (``--helpfull``:
+    all of them) and exits. The result's `given` holds the names of the flags written.
     """
     fields = _fields()
     values: dict[str, Any] = dict(COMMAND_DEFAULTS.get(command, {}))
+    given: set[str] = set()
     i = 0
     while i < len(argv):
         arg = argv[i]
         i += 1
         if arg in ("-h", "--help", "-help", "--helpfull"):
-            print(help_text(command))
+            from yt8m.flag_help import help_text
+
+            print(help_text(command, everything=arg == "--helpfull"))
             sys.exit(0)
         if not arg.startswith("-") or arg in ("-", "--"):
             raise FlagError(f"unexpected argument {arg!r}: every option is written --name=value")
         body = arg.lstrip("-")
         name, eq, raw = body.partition("=")
         real, forced = _resolve(name, fields)
+        given.add(real)
         f = fields[real]
         if forced is not None:  # --noflag
             if eq:
@@ -385,20 +405,12 @@ def parse_flags(argv: list[str], command: str = "train") -> Flags:
                 raise FlagError(f"--{real} needs a value: --{real}=VALUE")
             values[real] = _convert(f, argv[i])
             i += 1
-    return Flags(**values)
-
-
-def help_text(command: str = "train") -> str:
-    """The flag table as `--help` shows it, grouped, with this command's defaults."""
-    defaults = {
-        **{f.name: f.default for f in dataclasses.fields(Flags)},
-        **COMMAND_DEFAULTS.get(command, {}),
-    }
-    lines = [f"usage: yt8m {command} [--flag=value ...]", ""]
-    for group in GROUPS:
-        lines.append(f"{group} flags:")
-        for f in dataclasses.fields(Flags):
-            if f.metadata["group"] == group:
-                lines.append(f"  --{f.name}={defaults[f.name]!s:<14} {f.metadata['help']}")
-        lines.append("")
-    return "\n".join(lines)
+    flags = Flags(**values)
+    flags.given = frozenset(given)
+    for name in ("train_dir", "output_file"):  # written locally; remote paths are read only
+        if "://" in getattr(flags, name):
+            raise FlagError(
+                f"--{name}={getattr(flags, name)}: remote paths are read (data patterns), never "
+                "written; give a local path and copy the result (e.g. gcloud storage cp)"
+            )
+    return flags

@@ -3,9 +3,10 @@
 fidelity.md §6. The model is rebuilt from the checkpoint's own flag table: model
 flags on the command line that disagree only produce a warning naming each one (the
 seed's inference commands carry such flags, and training-only ones, which the shared
-flag table accepts and nothing here reads). Data flags (``--frame_features``,
-``--feature_names``, ``--feature_sizes``) must describe the inputs the model was
-trained on; a mismatch is an error. The vocabulary is the checkpoint's.
+flag table accepts and nothing here reads). The data format (``--frame_features``,
+``--feature_names``, ``--feature_sizes``, ``--num_classes``) is the checkpoint's too
+(`yt8m.saved_flags`); a given one that differs is named in a warning. Files without a
+record are an error before the model is loaded, and nothing is written.
 
 Output: ``VideoId,LabelConfidencePairs``, then one line per video with its ``top_k``
 ``label confidence`` pairs, highest first; gzip when the name ends in ``.gz``. The file
@@ -22,7 +23,6 @@ With ``--segment_labels`` the output is the 2019 segment submission
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import tempfile
@@ -39,17 +39,16 @@ from yt8m.batchnorm import batch_norm_statistics
 from yt8m.checkpoint import Checkpoint, restore_model
 from yt8m.data.device_feed import DeviceFeed
 from yt8m.data.loader import make_loader
-from yt8m.data.tfrecord import expand_pattern
+from yt8m.data.no_records import no_records_error, require_records
 from yt8m.distributed import Process, init_distributed, shutdown
 from yt8m.errors import YT8MError
 from yt8m.flags import Flags, parse_flags
 from yt8m.linrongc import write_model_tgz
 from yt8m.models.sampling import KeyStream, sampling_base
+from yt8m.saved_flags import with_checkpoint_data_flags
 from yt8m.submission import SUBMISSION_HEADER, format_submission_lines
 
 log = logging.getLogger("yt8m.infer")
-
-DATA_FORMAT_FLAGS = ("frame_features", "feature_names", "feature_sizes")
 
 
 class PredictionError(YT8MError):
@@ -73,7 +72,7 @@ def infer(flags: Flags) -> Path:
         raise PredictionError("--output_file is empty: give the CSV to write (.gz compresses)")
     if not flags.input_data_pattern:
         raise PredictionError("--input_data_pattern is empty: give the glob of the TFRecords")
-    expand_pattern(flags.input_data_pattern)  # no match fails before the model is loaded
+    require_records("--input_data_pattern", flags.input_data_pattern)  # before the model
     process = init_distributed(flags.device)
     try:
         quiet_other_ranks(process)
@@ -95,12 +94,16 @@ def infer(flags: Flags) -> Path:
         )
         lines = _submission_lines(predict(model, loader, flags, process, "infer"), flags.top_k)
         output = Path(flags.output_file)
+        if process.is_main and output.exists():
+            log.info("replacing the existing %s", output)
         if process.distributed:
-            _write_merged(output, lines, process)
+            _write_merged(output, lines, process, flags.input_data_pattern)
         else:
             with atomic_output(output) as out:
                 out.write(SUBMISSION_HEADER + "\n")
-                out.writelines(lines)
+                written = sum(out.write(line) for line in lines)
+                if not written:  # every record skipped as corrupt
+                    raise no_records_error("--input_data_pattern", flags.input_data_pattern)
         log.info("wrote %s", output)
         return output
     finally:
@@ -120,33 +123,15 @@ def restore_for_prediction(
 
     Returns (model in eval mode on the process's device, with the command line's
     ``--deterministic_sampling`` and, if asked, compiled; the loaded checkpoint; the
-    command line's flags with the checkpoint's ``num_classes``). Raises
-    `PredictionError` when the command line's data format differs from the checkpoint's;
-    a command line without data-format flags (linrongc's eval and inference lines) takes
-    the checkpoint's.
+    command line's flags with the checkpoint's data format, `yt8m.saved_flags`; an
+    exported ``.safetensors`` model carries the same flag table).
     """
     model, checkpoint = restore_model(flags.train_dir, check_point, flags, process.device)
-    saved = checkpoint.flags
-    if all(getattr(flags, name) == getattr(Flags(), name) for name in DATA_FORMAT_FLAGS):
-        flags = dataclasses.replace(flags, **{n: getattr(saved, n) for n in DATA_FORMAT_FLAGS})
-    if (flags.frame_features, flags.feature_list()) != (saved.frame_features, saved.feature_list()):
-        given = " ".join(f"--{name}={getattr(flags, name)!r}" for name in DATA_FORMAT_FLAGS)
-        trained = " ".join(f"--{name}={getattr(saved, name)!r}" for name in DATA_FORMAT_FLAGS)
-        raise PredictionError(
-            f"the inputs described by {given} are not those {checkpoint.path} was trained on "
-            f"({trained}); give the checkpoint's values"
-        )
-    if flags.num_classes != saved.num_classes and flags.num_classes != Flags().num_classes:
-        log.warning(
-            "--num_classes=%d differs from %d in %s; the checkpoint's vocabulary is used",
-            flags.num_classes,
-            saved.num_classes,
-            checkpoint.path,
-        )
+    data_flags = with_checkpoint_data_flags(flags, checkpoint)
     model.deterministic_sampling = flags.deterministic_sampling
     if flags.compile:
         model = torch.compile(model)
-    return model, checkpoint, dataclasses.replace(flags, num_classes=saved.num_classes)
+    return model, checkpoint, data_flags
 
 
 def predict(
@@ -217,8 +202,9 @@ def _submission_lines(
         yield format_submission_lines(batch["video_ids"], probabilities, top_k)
 
 
-def _write_merged(output: Path, lines: Iterator[str], process: Process) -> None:
-    """Each rank writes its lines to a part file; rank 0 joins them in rank order."""
+def _write_merged(output: Path, lines: Iterator[str], process: Process, pattern: str) -> None:
+    """Each rank writes its lines to a part file; rank 0 joins them in rank order (an
+    error, and no output, when no rank had a line)."""
     parts_dir = [None]
     if process.is_main:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +216,9 @@ def _write_merged(output: Path, lines: Iterator[str], process: Process) -> None:
             out.writelines(lines)
         dist.barrier()
         if process.is_main:
+            part_files = [parts / f"part-{rank:05d}" for rank in range(process.world_size)]
+            if not any(part.stat().st_size for part in part_files):
+                raise no_records_error("--input_data_pattern", pattern)
             with atomic_output(output) as out:
                 out.write(SUBMISSION_HEADER + "\n")
                 for rank in range(process.world_size):

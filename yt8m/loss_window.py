@@ -3,13 +3,16 @@
 A step only keeps references to its two loss scalars (no copy, no kernel). Every
 ``METRICS_EVERY`` steps the trainer reads them all at once (`LossWindow.read`: one
 device-to-host copy; under torchrun first one all-reduce, so that every rank sees the mean
-over ranks, and a NaN on one rank is a NaN everywhere, at the same step). `peek` reads this
-rank's values without clearing them (rank 0 before it saves a checkpoint).
+over ranks, and a NaN on one rank is a NaN everywhere, at the same step). `read_voting`
+adds a few numbers of each rank to that same all-reduce and returns their sums (the stop
+requests of `yt8m.stopping`: every rank decides alike, without a collective of its own).
+`peek` reads this rank's values without clearing them (rank 0 before it saves a checkpoint).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,23 +46,41 @@ class LossWindow:
         self._steps.append(step)
         self._losses += [label_loss.detach(), loss.detach()]
 
-    def _values(self, process: Process | None) -> list[StepLoss]:
-        if not self._steps:
-            return []
-        losses = torch.stack(self._losses).float()
+    def _values(
+        self, process: Process | None, votes: Sequence[float] = ()
+    ) -> tuple[list[StepLoss], list[float]]:
+        if not self._steps and not votes:
+            return [], []
+        if self._steps:
+            losses = torch.stack(self._losses).float()
+        else:  # votes alone, on the device the collective runs on
+            losses = torch.zeros(0, device=process.device if process is not None else "cpu")
+        votes_at = losses.numel()
+        if votes:
+            tail = torch.tensor(votes, dtype=torch.float32, device=losses.device)
+            losses = torch.cat([losses, tail])
         if process is not None and process.distributed:
             dist.all_reduce(losses, op=dist.ReduceOp.SUM)
-            losses /= process.world_size
-        pairs = losses.view(-1, 2).tolist()
-        return [StepLoss(s, a, b) for s, (a, b) in zip(self._steps, pairs, strict=True)]
+            losses[:votes_at] /= process.world_size
+        values = losses.tolist()
+        pairs = zip(values[:votes_at:2], values[1:votes_at:2], strict=True)
+        read = [StepLoss(s, a, b) for s, (a, b) in zip(self._steps, pairs, strict=True)]
+        return read, values[votes_at:]
 
     def read(self, process: Process) -> list[StepLoss]:
         """The window's losses, mean over ranks (a collective under torchrun: every rank
         calls it at the same steps), in step order; the window starts anew."""
-        values = self._values(process)
+        return self.read_voting(process, ())[0]
+
+    def read_voting(
+        self, process: Process, votes: Sequence[float]
+    ) -> tuple[list[StepLoss], list[float]]:
+        """`read`, with this rank's `votes` summed over ranks in the same all-reduce:
+        returns (losses, the sums of the votes). Every rank passes as many votes."""
+        values = self._values(process, votes)
         self._steps, self._losses = [], []
         return values
 
     def peek(self) -> list[StepLoss]:
         """This rank's own losses of the window, which stays as it is."""
-        return self._values(None)
+        return self._values(None)[0]

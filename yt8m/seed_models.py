@@ -2,6 +2,8 @@
 
 `training_flags` are the seed's `python train.py` flags without `--train_data_pattern`
 (its data path) and without `--max_step` (its training length, in `max_steps`).
+`size_flag` is the flag whose seed value the title names (256 clusters, 1200 cells);
+`title_for` names a model built at another size honestly.
 `tests/test_seed_models.py` checks this table against the seed file itself.
 """
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from yt8m.flags import Flags, parse_flags
+
 
 @dataclass(frozen=True)
 class SeedModel:
@@ -17,10 +21,23 @@ class SeedModel:
     train_dir: str
     training_flags: str
     max_steps: int
+    size_flag: str = ""
 
     def training_argv(self) -> list[str]:
         """The flags as a command line would hold them."""
         return shlex.split(self.training_flags)
+
+    def title_for(self, flags: Flags) -> str:
+        """The title of this model built with `flags`: the seed's title at the seed's size,
+        else the size built and the seed's, e.g. "Gated NetVLAD (16 clusters; the seed's 256)"."""
+        if not self.size_flag:
+            return self.title
+        seed_size = getattr(parse_flags(self.training_argv()), self.size_flag)
+        size = getattr(flags, self.size_flag)
+        if size == seed_size:
+            return self.title
+        head, _, tail = self.title.rpartition(str(seed_size))
+        return f"{head}{size}{tail.removesuffix(')')}; the seed's {seed_size})"
 
 
 _FRAMES = '--frame_features=True --feature_names="rgb,audio" --feature_sizes="1024,128"'
@@ -33,6 +50,7 @@ SEED_MODELS: tuple[SeedModel, ...] = (
         "--netvlad_cluster_size=256 --netvlad_hidden_size=1024 --moe_l2=1e-6 --iterations=300 "
         "--learning_rate_decay=0.8 --netvlad_relu=False --gating=True --moe_prob_gating=True",
         700000,
+        "netvlad_cluster_size",
     ),
     SeedModel(
         "Gated NetFV (128 clusters)",
@@ -42,6 +60,7 @@ SEED_MODELS: tuple[SeedModel, ...] = (
         "--learning_rate_decay=0.8 --fv_relu=False --gating=True --moe_prob_gating=True "
         "--fv_couple_weights=False",
         600000,
+        "fv_cluster_size",
     ),
     SeedModel(
         "Gated Soft-DBoF (4096 clusters)",
@@ -50,6 +69,7 @@ SEED_MODELS: tuple[SeedModel, ...] = (
         "--dbof_cluster_size=4096 --dbof_hidden_size=1024 --moe_l2=1e-6 --iterations=300 "
         "--dbof_relu=False",
         1000000,
+        "dbof_cluster_size",
     ),
     SeedModel(
         "Soft-DBoF (8000 clusters)",
@@ -57,6 +77,7 @@ SEED_MODELS: tuple[SeedModel, ...] = (
         f"--model=SoftDbofModelLF {_FRAMES} --batch_size=80 --base_learning_rate=0.0002 "
         "--dbof_cluster_size=8000 --dbof_hidden_size=1024 --iterations=300 --dbof_relu=False",
         800000,
+        "dbof_cluster_size",
     ),
     SeedModel(
         "Gated NetRVLAD (256 clusters)",
@@ -66,6 +87,7 @@ SEED_MODELS: tuple[SeedModel, ...] = (
         "--learning_rate_decay=0.8 --netvlad_relu=False --gating=True --moe_prob_gating=True "
         "--lightvlad=True",
         600000,
+        "netvlad_cluster_size",
     ),
     SeedModel(
         "GRU (2 layers of 1200)",
@@ -73,6 +95,7 @@ SEED_MODELS: tuple[SeedModel, ...] = (
         f"--model=GruModel {_FRAMES} --batch_size=128 --base_learning_rate=0.0002 "
         "--gru_cells=1200 --learning_rate_decay=0.9 --moe_l2=1e-6",
         300000,
+        "gru_cells",
     ),
     SeedModel(
         "LSTM (2 layers of 1024)",
@@ -80,5 +103,6 @@ SEED_MODELS: tuple[SeedModel, ...] = (
         f"--model=LstmModel {_FRAMES} --batch_size=128 --base_learning_rate=0.0002 "
         "--iterations=150 --lstm_random_sequence=True",
         400000,
+        "lstm_cells",
     ),
 )

@@ -36,6 +36,9 @@ SUBMISSION_HEADER = "VideoId,LabelConfidencePairs"
 _HEADER_KEY = SUBMISSION_HEADER.lower()
 _LARGEST_LABEL = 2**31 - 1
 _FIRST_READ = 1 << 20  # bytes; later reads are sized for the lines still missing
+_CUT_SHORT = (
+    "the file ends inside this line (no newline after it): it was cut short; write it again"
+)
 
 
 class SubmissionError(YT8MError, ValueError):
@@ -128,7 +131,8 @@ def read_submission_chunks(
 
     Raises SubmissionError (file and line) for a missing or wrong header, a line
     without `id,`, an odd number of tokens, a label that is not a non-negative
-    integer, or a confidence that is not a finite number.
+    integer, a confidence that is not a finite number, or a file cut short: a last line
+    without its newline, or a GZIP stream that ends early.
     """
     path = str(path)
     try:
@@ -137,9 +141,12 @@ def read_submission_chunks(
         raise SubmissionError(f"{path}: cannot open: {err.strerror}") from err
     with stream:
         try:
-            header = stream.readline().decode("utf-8", errors="replace")
+            raw_header = stream.readline()
         except (OSError, EOFError) as err:
-            raise SubmissionError(f"{path}: unreadable: {err}") from err
+            raise SubmissionError(f"{path}: unreadable (truncated or damaged): {err}") from err
+        header = raw_header.decode("utf-8", errors="replace")
+        if header.strip().lower() == _HEADER_KEY and not raw_header.endswith(b"\n"):
+            raise SubmissionError(f"{path}:1: {_CUT_SHORT}")
         if header.strip().lower() != _HEADER_KEY:
             raise SubmissionError(
                 f"{path}:1: expected the header '{SUBMISSION_HEADER}', found '{header.strip()[:80]}'"
@@ -203,14 +210,15 @@ class _LineBlocks:
             got = self.stream.readinto(memoryview(self.buffer)[start : start + want])
         except (OSError, EOFError) as err:
             raise SubmissionError(
-                f"{self.path}: unreadable after line {self.line_number - 1}: {err}"
+                f"{self.path}: unreadable after line {self.line_number - 1} "
+                f"(truncated or damaged): {err}"
             ) from err
         if not got:
             held = self.ends[-1] + 1 if self.ends.size else 0
-            if start > held:  # a last line without a newline
-                self.buffer[start] = ord("\n")
-                self.size += 1
-                self.ends = np.append(self.ends, start)
+            if start > held:  # a last line without its newline: the file was cut short
+                raise SubmissionError(
+                    f"{self.path}:{self.line_number + self.ends.size}: {_CUT_SHORT}"
+                )
             return False
         newline = np.equal(self.buffer[start : start + got], ord("\n"), out=self.work[:got])
         found = np.flatnonzero(newline)

@@ -43,6 +43,13 @@ shards (its batch-norm statistics are its own: buffers are not broadcast every s
 0's are what its checkpoints hold, and every rank gets them at the end); rank 0 alone
 writes checkpoints and TensorBoard logs. ``--amp`` runs the forward pass under bfloat16
 autocast; ``--compile`` compiles the model (DDP included) with torch.compile.
+
+Nothing is lost or silently wrong (`yt8m.stopping`, `yt8m.resume`,
+`yt8m.data.no_records`): SIGINT/SIGTERM end the run after a checkpoint of the last
+finished step (exit 130/143; the same command resumes; under torchrun the ranks agree on
+the stop in the periodic look at the losses, no collective of its own), a damaged latest
+checkpoint is set aside for the newest good one, a resume with another ``--batch_size`` is
+refused, and training data without a record is an error before anything is written.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from yt8m.batchnorm import recalibrate_batch_norm
 from yt8m.checkpoint import (
     Checkpoint,
+    checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
     remove_checkpoints,
@@ -72,6 +80,7 @@ from yt8m.checkpoint import (
 )
 from yt8m.data.device_feed import DeviceFeed
 from yt8m.data.loader import make_loader
+from yt8m.data.no_records import no_records_error, require_records
 from yt8m.distributed import (
     Process,
     broadcast_buffers,
@@ -96,8 +105,10 @@ from yt8m.optim import (
     learning_rate,
     set_learning_rate,
 )
+from yt8m.resume import check_resumable, newest_good_checkpoint
 from yt8m.segments.batches import rated_segment_loader
 from yt8m.segments.start_from import pretrained_start
+from yt8m.stopping import StopRequest
 
 log = logging.getLogger("yt8m.train")
 
@@ -123,16 +134,20 @@ def train(flags: Flags) -> nn.Module:
         raise TrainingError("--train_data_pattern is empty: give the glob of the training files")
     get_loss(flags.label_loss)  # unknown names fail before any work
     check_optimizer_name(flags.optimizer)
+    require_records("--train_data_pattern", flags.train_data_pattern)
     process = init_distributed(flags.device)
     try:
-        return _train(flags, process)
+        with StopRequest(process) as stop:
+            return _train(flags, process, stop)
     finally:
         shutdown(process)
 
 
 def _start_or_resume(flags: Flags, process: Process) -> Checkpoint | None:
-    """Clear train_dir for `--start_new_model`, else load its latest checkpoint (if any)."""
+    """Clear train_dir for `--start_new_model`, else load its newest good checkpoint (if
+    any; rank 0 sets damaged newer ones aside first, `yt8m.resume`)."""
     train_dir = Path(flags.train_dir)
+    checkpoint = None
     if process.is_main:
         train_dir.mkdir(parents=True, exist_ok=True)
         if flags.start_new_model:
@@ -141,10 +156,13 @@ def _start_or_resume(flags: Flags, process: Process) -> Checkpoint | None:
                 events.unlink()
         else:
             remove_stale_temporaries(train_dir)
+            checkpoint = newest_good_checkpoint(train_dir)
     if process.distributed:
         torch.distributed.barrier()
-    path = None if flags.start_new_model else latest_checkpoint(train_dir)
-    return load_checkpoint(path) if path else None
+        path = None if flags.start_new_model else latest_checkpoint(train_dir)
+        if not process.is_main and path:
+            checkpoint = load_checkpoint(path)
+    return checkpoint
 
 
 def _training_state(step: int, process: Process) -> dict:
@@ -245,6 +263,7 @@ def _model_and_optimizer(
     if flags.start_from:  # fine-tuning (yt8m.segments.start_from)
         flags, start = pretrained_start(flags, checkpoint, warn=process.is_main)
     if checkpoint is not None:
+        check_resumable(flags, checkpoint)
         if process.is_main:
             warn_flag_differences(flags, checkpoint)
         model_flags = {name: saved for name, _, saved in flags.model_differences(checkpoint.flags)}
@@ -370,7 +389,7 @@ class _Batches:
         return next(self.feed, None)
 
 
-def _train(flags: Flags, process: Process) -> nn.Module:
+def _train(flags: Flags, process: Process, stop: StopRequest) -> nn.Module:
     device = process.device
     flags, model, optimizer, step, ema = _model_and_optimizer(flags, process)
     objective = Objective(flags, device)
@@ -433,7 +452,8 @@ def _train(flags: Flags, process: Process) -> nn.Module:
         training_log.tick()
 
         if step % METRICS_EVERY == 0 or step == 1:
-            losses = window.read(process)  # every rank, at the same steps
+            losses, votes = window.read_voting(process, stop.vote())  # every rank alike
+            stop.agree(votes)
             stop_if_not_finite(losses)
             training_log.log(lr, losses[-1], predictions, host["labels"])
         now = time.monotonic()
@@ -441,13 +461,17 @@ def _train(flags: Flags, process: Process) -> nn.Module:
         if process.is_main and (periodic or now - saved_time >= flags.save_checkpoint_secs):
             save()
             saved_step, saved_time = step, now
+        if stop.stop_now:
+            break
 
     losses = window.read(process)
     stop_if_not_finite(losses)
     if losses:  # the last step, unless it was logged already
         training_log.log(lr, losses[-1], predictions, host["labels"])
     training_log.close()
-    if flags.recalibrate_batch_norm > 0 and process.is_main:
+    if step == 0 and flags.max_steps != 0:  # not one batch on some rank: nothing to save
+        raise no_records_error("--train_data_pattern", flags.train_data_pattern, "no batch")
+    if flags.recalibrate_batch_norm > 0 and process.is_main and not stop.stop_now:
         loader = training_loader(flags)(flags, flags.train_data_pattern, training=True)
         base = sampling_base(flags.seed, process.rank, "recalibrate")
         recalibrate_batch_norm(model, itertools.islice(loader, flags.recalibrate_batch_norm), base)
@@ -461,5 +485,8 @@ def _train(flags: Flags, process: Process) -> nn.Module:
     if process.is_main:
         if step != saved_step or latest_checkpoint(flags.train_dir) is None:
             save()
-        log.info("finished at step %d: %s", step, flags.train_dir)
+        if not stop.stop_now:
+            log.info("finished at step %d: %s", step, flags.train_dir)
+    if stop.stop_now:
+        raise stop.stopped(step, str(checkpoint_path(flags.train_dir, step)))
     return model

@@ -60,6 +60,7 @@ from yt8m.data.tfrecord import (
 )
 from yt8m.errors import YT8MError
 from yt8m.flags import FlagError, Flags
+from yt8m.stopping import ignore_stop_signals
 
 FRAME_SHUFFLE_BUFFER = 1024  # records (~200 KB each)
 VIDEO_SHUFFLE_BUFFER = 8192  # records (~5 KB each)
@@ -366,7 +367,11 @@ def make_loader(
     if workers:
         release = ReleaseFlags(workers, PinnedBlocks() if pin_memory else None)
     loader = DataLoader(
-        RecordBatches(plan, release), batch_size=None, num_workers=workers, pin_memory=False
+        RecordBatches(plan, release),
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=False,
+        worker_init_fn=ignore_stop_signals if workers else None,  # the main process decides
     )
     return BatchLoader(plan, loader, start_batch)
 

@@ -35,6 +35,10 @@ The generative model, per dataset (seeded):
 
 Video ids are unique (a split letter T/V/X and 5 scrambled base-62 digits) under ``video_id``
 (2017 files, the default) or ``id`` (2018 and later).
+
+Writing into a folder whose shards the returned globs would match is refused (the globs would
+pick the old files up too); ``overwrite=True`` (``--overwrite``) first removes the shards a
+previous run wrote there, and still refuses files of other names that the globs match.
 """
 
 from __future__ import annotations
@@ -42,12 +46,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
 from yt8m.data.records import ID_KEYS, encode_frame_record, encode_video_record
 from yt8m.data.tfrecord import TFRecordWriter
+from yt8m.errors import YT8MError
 
 SPLITS = ("train", "validate", "test")
 SPLIT_LETTERS = {"train": "T", "validate": "V", "test": "X"}
@@ -60,6 +66,11 @@ NOISE_BANK_ROWS = 4096
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _ID_DIGITS = 5
 _ID_MULTIPLIER = 2654435761  # coprime with 62**5: index -> id is a bijection
+_SHARD_NAME = re.compile(r"^(train|validate|test)\d{4}\.tfrecord$")  # what write_dataset writes
+
+
+class SynthError(YT8MError, ValueError):
+    """Arguments `yt8m synth` cannot write a dataset with; the message names the option."""
 
 
 def quantize(features: np.ndarray) -> np.ndarray:
@@ -152,7 +163,7 @@ class Generator:
 def video_id(split: str, index: int) -> str:
     """Unique, real-looking id: split letter + 5 base-62 digits of a scrambled index."""
     if split not in SPLIT_LETTERS:
-        raise ValueError(f"unknown split {split!r}; the splits are {', '.join(SPLITS)}")
+        raise SynthError(f"unknown split {split!r}; the splits are {', '.join(SPLITS)}")
     value = (index * _ID_MULTIPLIER + 12345) % len(_ALPHABET) ** _ID_DIGITS
     digits = []
     for _ in range(_ID_DIGITS):
@@ -184,6 +195,77 @@ def _write_video(
         writers["video"].write(encode_video_record(vid, labels, means, id_key=id_key))
 
 
+def _clear_old_shards(
+    root: Path, levels: tuple[str, ...], splits: list[str], overwrite: bool
+) -> None:
+    """Refuse (or, overwriting, remove) files the globs of these levels and splits match."""
+    found = sorted(
+        path
+        for level in levels
+        for split in splits
+        for path in (root / level).glob(f"{split}*.tfrecord")
+    )
+    if not found:
+        return
+    if overwrite:
+        for path in found:
+            if _SHARD_NAME.match(path.name):
+                path.unlink()
+        found = [path for path in found if path.exists()]
+        if not found:
+            return
+        raise SynthError(
+            f"{root} holds files the globs would pick up that synth did not write "
+            f"({', '.join(map(str, found[:3]))}{', ...' if len(found) > 3 else ''}): "
+            "move them away or choose another --output"
+        )
+    listed = ", ".join(map(str, found[:3])) + (
+        f", ... ({len(found)} files)" if len(found) > 3 else ""
+    )
+    raise SynthError(
+        f"{root} already holds shards ({listed}); the globs printed would pick them up with "
+        "the new ones: choose another --output, or --overwrite to remove them first"
+    )
+
+
+def prepare_output(
+    output_dir: str | os.PathLike,
+    videos: dict[str, int] | int,
+    splits: tuple[str, ...],
+    frames: tuple[int, int],
+    shards: int,
+    classes: int,
+    levels: tuple[str, ...],
+    overwrite: bool,
+    min_frames: int = 0,
+) -> tuple[Path, dict[str, int]]:
+    """Check a dataset's options and make its folders (old shards refused or, overwriting,
+    removed: `_clear_old_shards`); returns (root, videos per split). Bad values are a
+    `SynthError` naming the option."""
+    per_split = videos if isinstance(videos, dict) else dict.fromkeys(splits, videos)
+    low, high = frames
+    if not min_frames <= low <= high:
+        raise SynthError(
+            f"frames per video: the minimum {low} must lie between {min_frames} and the "
+            f"maximum {high} (--min_frames <= --max_frames)"
+        )
+    if shards < 1 or classes < 1 or min(per_split.values(), default=0) < 0:
+        raise SynthError(
+            f"--shards={shards} and --classes={classes} must be at least 1 and the video "
+            f"counts ({per_split}) at least 0"
+        )
+    root = Path(output_dir)
+    if root.exists() and not root.is_dir():
+        raise SynthError(f"--output {root} is a file: give the directory to write into")
+    _clear_old_shards(root, levels, list(per_split), overwrite)
+    try:
+        for level in levels:
+            (root / level).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SynthError(f"--output {root}: cannot create its folders: {err}") from None
+    return root, per_split
+
+
 def write_dataset(
     output_dir: str | os.PathLike,
     *,
@@ -195,6 +277,7 @@ def write_dataset(
     feature_sizes: tuple[int, int] = (1024, 128),
     seed: int = 0,
     levels: tuple[str, ...] = ("frame", "video"),
+    overwrite: bool = False,
     shared_evidence: bool = False,
 ) -> dict[str, dict[str, str]]:
     """Write a synthetic dataset; returns the glob of each level and split.
@@ -204,16 +287,17 @@ def write_dataset(
     feature_sizes: sizes of ``rgb``/``audio`` (and ``mean_rgb``/``mean_audio``); use the
         same with ``--feature_sizes``. levels: "frame", "video" or both. shared_evidence:
         every label of a video in the same frames (see above).
+    overwrite: remove the shards an earlier call wrote for these levels and splits (without
+        it, a folder holding files that the returned globs match is a `SynthError`).
     Returns ``{level: {split: pattern}}``, e.g. ``patterns["frame"]["train"]``.
     """
     if id_key not in ID_KEYS:
-        raise ValueError(f"id_key must be one of {ID_KEYS}, not {id_key!r}")
-    per_split = videos if isinstance(videos, dict) else dict.fromkeys(SPLITS, videos)
+        raise SynthError(f"id_key must be one of {ID_KEYS}, not {id_key!r}")
+    root, per_split = prepare_output(
+        output_dir, videos, SPLITS, frames, shards, classes, levels, overwrite
+    )
     low, high = frames
-    if not 0 <= low <= high:
-        raise ValueError(f"frames must be (min, max) with 0 <= min <= max, not {frames}")
     generator = Generator(classes, tuple(feature_sizes), seed, shared_evidence)
-    root = Path(output_dir)
     patterns: dict[str, dict[str, str]] = {level: {} for level in levels}
     for split, count in per_split.items():
         labels = generator.labels(count)
@@ -255,6 +339,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--feature_sizes", default="1024,128", help="rgb,audio sizes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--overwrite", action="store_true", help="remove the shards of an earlier run there first"
+    )
+    parser.add_argument(
         "--segments",
         action="store_true",
         help="2019 segment-rated validate/test splits and a whitelist (key id, frame-level)",
@@ -263,9 +350,14 @@ def main(argv: list[str]) -> int:
         "--shared_evidence", action="store_true", help="a video's labels show in the same frames"
     )
     args = parser.parse_args(argv)
-    sizes = tuple(int(s) for s in args.feature_sizes.split(","))
-    if len(sizes) != 2:
-        parser.error("--feature_sizes takes two sizes: rgb,audio")
+    try:
+        sizes = tuple(int(s) for s in args.feature_sizes.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise SynthError(
+            f"--feature_sizes={args.feature_sizes}: give two positive sizes, rgb,audio (1024,128)"
+        )
     counts = {
         "train": args.train_videos,
         "validate": args.validate_videos,
@@ -281,6 +373,7 @@ def main(argv: list[str]) -> int:
         frames=(args.min_frames, args.max_frames),
         feature_sizes=sizes,
         seed=args.seed,
+        overwrite=args.overwrite,
         shared_evidence=args.shared_evidence,
     )
     for level, splits in patterns.items():

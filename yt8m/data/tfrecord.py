@@ -9,7 +9,8 @@ with ``masked(crc) = ((crc >> 15) | (crc << 17)) + 0xa282ead8 (mod 2**32)`` and 
 Castagnoli CRC (the hardware-accelerated ``crc32c`` package). A file is either such a stream
 or the same stream GZIP-compressed (recognised by its magic bytes ``1f 8b``, whatever its
 name). Plain local files are memory-mapped (`read_record_views` hands out zero-copy views);
-paths with a scheme (``gs://``, ``memory://``, ...) are opened through fsspec.
+paths with a scheme (``gs://``, ``memory://``, ...) are opened through fsspec
+(`yt8m.data.remote`: a missing back end such as gcsfs is an error naming what to install).
 
 Every defect is a `CorruptRecordError` naming the file and the byte offset of the record (in
 the uncompressed stream for GZIP files). With ``skip_corrupt=True`` a record whose payload CRC
@@ -94,9 +95,9 @@ def _is_remote(path: str) -> bool:
 
 def _open_raw(path: str) -> BinaryIO:
     if _is_remote(path):
-        import fsspec
+        from yt8m.data.remote import open_remote
 
-        return fsspec.open(path, "rb").open()
+        return open_remote(path)
     return open(path, "rb", buffering=_READ_BUFFER)  # noqa: SIM115 - caller closes
 
 
@@ -245,6 +246,18 @@ def read_record_views(
             stats.report()
 
 
+def has_records(path: str) -> bool:
+    """Whether the (uncompressed) stream of `path` holds any byte: False for an empty file
+    or an empty GZIP stream. A damaged file counts as holding data (reading it says more)."""
+    stream = _open_stream(path)
+    try:
+        return len(stream.read(1)) > 0
+    except (OSError, EOFError, zlib.error):
+        return True
+    finally:
+        stream.close()
+
+
 def count_records(path: str) -> int:
     """Number of records in one file, reading only the length fields (and their CRCs).
 
@@ -315,10 +328,9 @@ def expand_pattern(pattern: str) -> list[str]:
         if not part:
             continue
         if _is_remote(part):
-            import fsspec
+            from yt8m.data.remote import glob_remote
 
-            fs, _, found = fsspec.get_fs_token_paths(part)
-            paths.update(fs.unstrip_protocol(p) for p in found if fs.isfile(p))
+            paths.update(glob_remote(part))
         else:
             expanded = os.path.expanduser(part)
             paths.update(p for p in glob.glob(expanded) if os.path.isfile(p))

@@ -110,6 +110,7 @@ def main(argv: list[str]) -> int:
         frames=FRAMES,
         feature_sizes=SYNTHETIC_FEATURE_SIZES,
         seed=args.seed,
+        overwrite=True,  # the demo's own folder: a run replaces the previous run's data
     )["frame"]
     splits = {**patterns, "whitelist": str(whitelist_path(out / "data")), "classes": args.classes}
     pretrained, finetuned = out / "train" / "pretrained", out / "train" / "finetuned"

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from yt8m.data.records import Segments, encode_frame_record
-from yt8m.data.synthetic import Generator, quantize, video_id
+from yt8m.data.synthetic import Generator, prepare_output, quantize, video_id
 from yt8m.data.tfrecord import TFRecordWriter
 from yt8m.segments.whitelist import write_segment_label_ids
 
@@ -105,21 +105,20 @@ def write_segment_dataset(
     feature_sizes: tuple[int, int] = (1024, 128),
     seed: int = 0,
     shared_evidence: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, dict[str, str]]:
     """Write the dataset; returns ``{"frame": {split: pattern}}`` (the whitelist is
     `whitelist_path`). Arguments as `yt8m.data.synthetic.write_dataset` (frame-level;
-    shared_evidence applies to the training videos)."""
-    per_split = (
-        videos if isinstance(videos, dict) else dict.fromkeys(("train", *RATED_SPLITS), videos)
+    shared_evidence applies to the training videos; at least one frame a video)."""
+    splits = ("train", *RATED_SPLITS)
+    root, per_split = prepare_output(
+        output_dir, videos, splits, frames, shards, classes, ("frame",), overwrite, min_frames=1
     )
     low, high = frames
-    if not 1 <= low <= high:
-        raise ValueError(f"frames must be (min, max) with 1 <= min <= max, not {frames}")
     generator = Generator(classes, tuple(feature_sizes), seed, shared_evidence)
     whitelist = whitelisted_classes(classes)
     distractor = generator.rng.standard_normal(generator.dim).astype(np.float32)
     distractor /= np.linalg.norm(distractor)
-    root = Path(output_dir)
     patterns: dict[str, dict[str, str]] = {"frame": {}}
     for split, count in per_split.items():
         labels = generator.labels(count)
