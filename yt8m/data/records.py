@@ -284,10 +284,10 @@ def parse_video_record(
     return VideoRecord(video_id, labels, joined, _segments(context, where))
 
 
-def iter_video_labels(pattern: str, num_classes: int) -> Iterator[tuple[str, np.ndarray]]:
-    """``(video_id, labels int64 [L])`` of every record matching `pattern`, frame-level or
-    video-level, in file order, without decoding any features."""
-    keys = (*ID_KEYS, "labels")
+def _iter_contexts(pattern: str, keys: tuple[str, ...]) -> Iterator[tuple[str, str, dict]]:
+    """``(where, video_id, context)`` of every record matching `pattern`, in file order: the
+    context features named by `keys` decoded, no feature list (`where` names the file and
+    record)."""
     for path in expand_pattern(pattern):
         for index, payload in enumerate(read_record_views(path)):
             source = f"{path}, record {index}"
@@ -296,25 +296,24 @@ def iter_video_labels(pattern: str, num_classes: int) -> Iterator[tuple[str, np.
             except RecordError as err:
                 raise RecordError(f"{source}: not a valid record: {err}") from None
             _, video_id = find_video_id(context, source)
-            yield video_id, _labels(context, num_classes, f"{source}, video {video_id!r}")
+            yield source, video_id, context
+
+
+def iter_video_labels(pattern: str, num_classes: int) -> Iterator[tuple[str, np.ndarray]]:
+    """``(video_id, labels int64 [L])`` of every record matching `pattern`, frame-level or
+    video-level, in file order, without decoding any features."""
+    for source, video_id, context in _iter_contexts(pattern, (*ID_KEYS, "labels")):
+        yield video_id, _labels(context, num_classes, f"{source}, video {video_id!r}")
 
 
 def iter_video_segments(pattern: str) -> Iterator[tuple[str, str, Segments]]:
     """``(where, video_id, Segments)`` of every record matching `pattern` that has the 2019
     segment fields, in file order, without decoding any features (`where` names the file
     and record)."""
-    keys = (*ID_KEYS, *SEGMENT_KEYS)
-    for path in expand_pattern(pattern):
-        for index, payload in enumerate(read_record_views(path)):
-            source = f"{path}, record {index}"
-            try:
-                context = wire.decode_context(payload, keys)
-            except RecordError as err:
-                raise RecordError(f"{source}: not a valid record: {err}") from None
-            _, video_id = find_video_id(context, source)
-            segments = _segments(context, f"{source}, video {video_id!r}")
-            if segments is not None:
-                yield source, video_id, segments
+    for source, video_id, context in _iter_contexts(pattern, (*ID_KEYS, *SEGMENT_KEYS)):
+        segments = _segments(context, f"{source}, video {video_id!r}")
+        if segments is not None:
+            yield source, video_id, segments
 
 
 # ---- encoding (synthetic data, tests) --------------------------------------------------
